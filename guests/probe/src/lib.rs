@@ -1,0 +1,168 @@
+//! Test guest driven by commands, used by the integration tests to exercise
+//! every host path from inside a real component.
+//!
+//! - On `init` it publishes `probe.init` whose payload is its config as
+//!   `key=value` lines (proves `init` receives the agent's table); with the
+//!   config key `fail_init` it fails `init` with that message instead.
+//! - On every event it publishes `probe.seen` with `kind|source|payload`
+//!   (proves filtering and ordering).
+//! - On events whose kind ends in `.cmd` it runs the payload as a command and
+//!   publishes the outcome as `probe.result` (`ok...` or `err:...`):
+//!   `publish KIND TEXT`, `publish-size KIND BYTES`, `log LEVEL TEXT`,
+//!   `print TEXT`, `eprint TEXT`, `print-flood BYTES`, `env`, `read PATH`,
+//!   `connect ADDR`, `trap`, `panic`, `spin`, `alloc MIB`, `recurse`,
+//!   `storm N`, `count`.
+
+wit_bindgen::generate!({ world: "agent", path: "../../wit" });
+
+use std::cell::Cell;
+use std::io::Write;
+
+use exports::toka::runtime::handler::Guest;
+use toka::runtime::bus::publish;
+use toka::runtime::log::{Level, log};
+use toka::runtime::types::{Error, Event};
+
+thread_local! {
+    static HANDLED: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Probe;
+
+fn describe(err: &Error) -> String {
+    match err {
+        Error::AccessDenied => "access-denied".into(),
+        Error::TooLarge(n) => format!("too-large:{n}"),
+        Error::RateLimited => "rate-limited".into(),
+        Error::Invalid(msg) => format!("invalid:{msg}"),
+        Error::Unavailable => "unavailable".into(),
+    }
+}
+
+fn report(outcome: Result<String, String>) {
+    let text = match outcome {
+        Ok(ok) => format!("ok{ok}"),
+        Err(err) => format!("err:{err}"),
+    };
+    // The result channel itself may be denied in some tests; that is fine.
+    let _ = publish("probe.result", text.as_bytes());
+}
+
+#[expect(unconditional_recursion, reason = "the stack-overflow probe")]
+fn recurse(depth: u64) -> u64 {
+    let buf = [depth; 64];
+    recurse(std::hint::black_box(buf[7]) + 1) + buf[3]
+}
+
+fn run(command: &str) -> Result<String, String> {
+    let mut words = command.splitn(3, ' ');
+    let verb = words.next().unwrap_or_default();
+    let arg1 = words.next().unwrap_or_default();
+    let rest = words.next().unwrap_or_default();
+    match verb {
+        "publish" => publish(arg1, rest.as_bytes())
+            .map(|id| format!(":{id}"))
+            .map_err(|e| describe(&e)),
+        "publish-size" => {
+            let n: usize = rest.parse().map_err(|_| "bad size".to_string())?;
+            publish(arg1, &vec![b'x'; n])
+                .map(|id| format!(":{id}"))
+                .map_err(|e| describe(&e))
+        }
+        "storm" => {
+            let n: u64 = arg1.parse().map_err(|_| "bad count".to_string())?;
+            let (mut ok, mut limited) = (0u64, 0u64);
+            for i in 0..n {
+                match publish("probe.storm", i.to_string().as_bytes()) {
+                    Ok(_) => ok += 1,
+                    Err(Error::RateLimited) => limited += 1,
+                    Err(e) => return Err(describe(&e)),
+                }
+            }
+            Ok(format!(":{ok}:{limited}"))
+        }
+        "log" => {
+            let level = match arg1 {
+                "trace" => Level::Trace,
+                "debug" => Level::Debug,
+                "info" => Level::Info,
+                "warn" => Level::Warn,
+                _ => Level::Error,
+            };
+            log(level, rest, &[]);
+            Ok(String::new())
+        }
+        "print" => {
+            println!("{arg1} {rest}");
+            Ok(String::new())
+        }
+        "eprint" => {
+            eprintln!("{arg1} {rest}");
+            Ok(String::new())
+        }
+        "print-flood" => {
+            let n: usize = arg1.parse().map_err(|_| "bad size".to_string())?;
+            let line = [b'y'; 1023];
+            let mut out = std::io::stdout();
+            let mut written = 0;
+            while written < n {
+                // A capped stream reports an error; keep going like a hostile guest would.
+                let _ = out.write_all(&line);
+                let _ = out.write_all(b"\n");
+                written += 1024;
+            }
+            Ok(format!(":{written}"))
+        }
+        "env" => {
+            let vars: Vec<_> = std::env::vars().collect();
+            let args: Vec<_> = std::env::args().collect();
+            Ok(format!(":{}:{}", vars.len(), args.len()))
+        }
+        "read" => std::fs::read(arg1)
+            .map(|b| format!(":{}", b.len()))
+            .map_err(|e| format!("{:?}", e.kind())),
+        "connect" => std::net::TcpStream::connect(arg1)
+            .map(|_| String::new())
+            .map_err(|e| format!("{:?}", e.kind())),
+        "trap" => std::process::abort(),
+        "panic" => panic!("probe asked to panic"),
+        "spin" => loop {
+            std::hint::spin_loop();
+        },
+        "alloc" => {
+            let mib: usize = arg1.parse().map_err(|_| "bad size".to_string())?;
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..mib {
+                hoard.push(vec![1u8; 1 << 20]);
+            }
+            Ok(format!(":{}", hoard.len()))
+        }
+        "recurse" => Ok(format!(":{}", recurse(0))),
+        "count" => Ok(format!(":{}", HANDLED.get())),
+        other => Err(format!("unknown command `{other}`")),
+    }
+}
+
+impl Guest for Probe {
+    fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        if let Some((_, msg)) = config.iter().find(|(k, _)| k == "fail_init") {
+            return Err(msg.clone());
+        }
+        let text: String = config.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        let _ = publish("probe.init", text.as_bytes());
+        Ok(())
+    }
+
+    fn handle(event: Event) -> Result<(), String> {
+        HANDLED.set(HANDLED.get() + 1);
+        let payload = String::from_utf8_lossy(&event.payload).into_owned();
+        let seen = format!("{}|{}|{}", event.kind, event.source, payload);
+        let _ = publish("probe.seen", seen.as_bytes());
+        if event.kind.ends_with(".cmd") {
+            report(run(&payload));
+        }
+        Ok(())
+    }
+}
+
+export!(Probe);

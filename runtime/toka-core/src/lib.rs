@@ -1,0 +1,21 @@
+//! Toka's shared vocabulary, free of wasmtime: what an event is, how topics and
+//! grants are matched, what the operator's configuration says, and the native
+//! [`Agent`] trait.
+//!
+//! # Layout
+//! - [`topic`]: event kinds and the `orders.*` / `orders.>` pattern grammar;
+//! - [`event`]: the [`Event`] record and the runtime's own kinds;
+//! - [`agent`]: the native [`Agent`] trait and its [`Context`];
+//! - [`config`]: loading `toka.toml` with file/line/key errors and `${VAR}`
+//!   interpolation.
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod config;
+pub mod event;
+pub mod topic;
+
+pub use agent::{Agent, Context, PublishError, Publisher};
+pub use config::{AgentConfig, ConfigError, RuntimeConfig};
+pub use event::Event;
+pub use topic::{Kind, Pattern, PatternSet, TopicError};

@@ -1,0 +1,1 @@
+//! Component introspection (filled in below).

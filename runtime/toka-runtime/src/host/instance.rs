@@ -1,0 +1,209 @@
+//! One live agent instance: its `Store`, its bindings, and calls into
+//! `init`/`handle` under the agent's deadline and fuel budget.
+//!
+//! A call ends in one of three ways: it returns, the guest returns an error
+//! value (the instance is fine), or it faults (trap, deadline, fuel, memory
+//! limit, stack overflow). After a fault wasmtime refuses further calls into
+//! the instance, so the caller drops it and instantiates a fresh one from the
+//! module's `InstancePre`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use toka_core::Event;
+use toka_core::config::Limits;
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::{Agent, types};
+use super::engine::deadline_ticks;
+use super::limits::store_limits;
+use super::module::Module;
+use super::state::HostState;
+use crate::publisher::AgentPublisher;
+
+/// What kind of fault stopped an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The call ran past its `timeout_ms` deadline.
+    Deadline,
+    /// The call used up its `fuel`.
+    Fuel,
+    /// The instance tried to grow memory (or a table) past its limit.
+    MemoryLimit,
+    /// The guest overflowed its wasm stack.
+    StackOverflow,
+    /// Any other trap: `unreachable`, a panic, out-of-bounds access, ...
+    Trap,
+    /// Instantiation failed before any guest code ran.
+    Instantiate,
+}
+
+impl FaultKind {
+    /// Short stable name used in logs and dead-letter payloads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Deadline => "deadline",
+            FaultKind::Fuel => "fuel",
+            FaultKind::MemoryLimit => "memory-limit",
+            FaultKind::StackOverflow => "stack-overflow",
+            FaultKind::Trap => "trap",
+            FaultKind::Instantiate => "instantiate",
+        }
+    }
+}
+
+/// A fault that killed an instance.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {message}", kind.as_str())]
+pub struct Fault {
+    /// The class of fault.
+    pub kind: FaultKind,
+    /// wasmtime's description.
+    pub message: String,
+}
+
+impl Fault {
+    fn classify(err: &wasmtime::Error) -> Fault {
+        let kind = match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => FaultKind::Deadline,
+            Some(Trap::OutOfFuel) => FaultKind::Fuel,
+            Some(Trap::StackOverflow) => FaultKind::StackOverflow,
+            _ => {
+                let text = format!("{err:#}");
+                if text.contains("forcing trap when growing") {
+                    FaultKind::MemoryLimit
+                } else {
+                    FaultKind::Trap
+                }
+            }
+        };
+        // The first line is the reason; the rest is a wasm backtrace.
+        let message = format!("{err:#}");
+        let message = message.lines().next().unwrap_or_default().to_string();
+        Fault { kind, message }
+    }
+}
+
+/// Why a call did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The guest returned an error value; the instance is still usable.
+    #[error("returned an error: {0}")]
+    Returned(String),
+    /// The instance faulted and must be dropped.
+    #[error("{0}")]
+    Fault(Fault),
+}
+
+/// Per-call budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Epoch ticks until the call is interrupted.
+    pub ticks: u64,
+    /// Fuel per call, when the engine meters fuel.
+    pub fuel: Option<u64>,
+}
+
+impl Budget {
+    /// The budget `limits` give one call.
+    pub fn from_limits(limits: &Limits, fuel_metered: bool) -> Self {
+        Budget {
+            ticks: deadline_ticks(Duration::from_millis(limits.timeout_ms)),
+            fuel: fuel_metered.then(|| limits.fuel.unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// A live instance of an agent module.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: Agent,
+    budget: Budget,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance").field("state", self.store.data()).finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Instantiate `module` for the agent behind `publisher`.
+    pub fn new(
+        engine: &Engine,
+        module: &Module,
+        publisher: Arc<AgentPublisher>,
+        limits: &Limits,
+        budget: Budget,
+    ) -> Result<Self, Fault> {
+        let state = HostState::new(publisher, store_limits(limits), limits.stdout_bytes);
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        let instance = Instance {
+            bindings: {
+                // Start functions run during instantiation: budget them too.
+                Self::arm(&mut store, budget);
+                module.pre.instantiate(&mut store).map_err(|e| {
+                    let mut f = Fault::classify(&e);
+                    if f.kind == FaultKind::Trap {
+                        f.kind = FaultKind::Instantiate;
+                    }
+                    f
+                })?
+            },
+            store,
+            budget,
+        };
+        instance.store.data().flush_output();
+        Ok(instance)
+    }
+
+    fn arm(store: &mut Store<HostState>, budget: Budget) {
+        store.set_epoch_deadline(budget.ticks);
+        if let Some(fuel) = budget.fuel {
+            store
+                .set_fuel(fuel)
+                .expect("fuel is enabled on the engine when a budget has fuel");
+        }
+    }
+
+    fn finish<T>(&mut self, result: wasmtime::Result<Result<T, String>>) -> Result<T, CallError> {
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(msg)) => Err(CallError::Returned(msg)),
+            Err(e) => {
+                self.store.data().flush_output();
+                Err(CallError::Fault(Fault::classify(&e)))
+            }
+        }
+    }
+
+    /// Call the guest's `init` with its configuration.
+    pub fn init(&mut self, config: &[(String, String)]) -> Result<(), CallError> {
+        Self::arm(&mut self.store, self.budget);
+        let pairs: Vec<(&str, &str)> = config.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let result = self
+            .bindings
+            .toka_runtime_handler()
+            .call_init(&mut self.store, &pairs);
+        self.finish(result)
+    }
+
+    /// Call the guest's `handle` with `event`.
+    pub fn handle(&mut self, event: &Event) -> Result<(), CallError> {
+        Self::arm(&mut self.store, self.budget);
+        let param = types::Event {
+            id: event.id,
+            kind: event.kind.as_str(),
+            source: &event.source,
+            timestamp_ms: event.timestamp_ms,
+            payload: &event.payload,
+        };
+        let result = self
+            .bindings
+            .toka_runtime_handler()
+            .call_handle(&mut self.store, param);
+        self.finish(result)
+    }
+}

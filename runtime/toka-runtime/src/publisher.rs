@@ -1,0 +1,170 @@
+//! Publishing on an agent's behalf: every check between "an agent asked to
+//! publish" and "the bus routes it", in one place for wasm and native agents.
+//!
+//! Order of checks: well-formed kind, not a runtime kind, inside the grant,
+//! payload size, rate. Denials are logged with the agent's name (the first
+//! few at `warn`, then sampled) so a guest hammering a denied kind cannot
+//! flood the operator's logs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use toka_core::topic::{is_system_kind, validate_kind};
+use toka_core::{Kind, PatternSet, PublishError, Publisher};
+
+use crate::bus::Bus;
+use crate::host::limits::TokenBucket;
+
+/// Denials logged at `warn` before sampling kicks in.
+const LOUD_DENIALS: u64 = 10;
+/// After that, one denial in this many is logged.
+const DENIAL_SAMPLE: u64 = 1000;
+
+/// What an agent may publish.
+#[derive(Debug, Clone)]
+pub enum PublishGrant {
+    /// Kinds matching these patterns (wasm agents: the operator's `publish`).
+    Patterns(PatternSet),
+    /// Any non-runtime kind (native agents, which are part of the host).
+    AnyUserKind,
+}
+
+/// Publishes for one agent, enforcing its grant and limits.
+pub struct AgentPublisher {
+    name: Arc<str>,
+    grant: PublishGrant,
+    max_payload: u64,
+    rate: Option<Mutex<TokenBucket>>,
+    bus: Bus,
+    denied: AtomicU64,
+}
+
+impl std::fmt::Debug for AgentPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentPublisher")
+            .field("name", &self.name)
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentPublisher {
+    /// A publisher for agent `name`. `rate` is `(per_second, burst)`; `None`
+    /// means unlimited (native agents).
+    pub fn new(
+        name: Arc<str>,
+        grant: PublishGrant,
+        max_payload: u64,
+        rate: Option<(u32, u32)>,
+        bus: Bus,
+    ) -> Self {
+        AgentPublisher {
+            name,
+            grant,
+            max_payload,
+            rate: rate.map(|(r, b)| Mutex::new(TokenBucket::new(r, b))),
+            bus,
+            denied: AtomicU64::new(0),
+        }
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Publish calls refused so far (any reason but `unavailable`).
+    pub fn denied(&self) -> u64 {
+        self.denied.load(Ordering::Relaxed)
+    }
+
+    fn refuse(&self, kind: &str, err: PublishError) -> PublishError {
+        let n = self.denied.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= LOUD_DENIALS || n.is_multiple_of(DENIAL_SAMPLE) {
+            tracing::warn!(agent = %self.name, kind, error = %err, refused_so_far = n, "publish refused");
+        }
+        err
+    }
+
+    /// Check and publish; returns the new event id.
+    pub fn publish(&self, kind: &str, payload: Bytes) -> Result<u64, PublishError> {
+        if let Err(e) = validate_kind(kind) {
+            return Err(self.refuse(kind, PublishError::Invalid(format!("kind `{kind}` {e}"))));
+        }
+        let granted = !is_system_kind(kind)
+            && match &self.grant {
+                PublishGrant::Patterns(p) => p.matches(kind),
+                PublishGrant::AnyUserKind => true,
+            };
+        if !granted {
+            return Err(self.refuse(kind, PublishError::AccessDenied));
+        }
+        if payload.len() as u64 > self.max_payload {
+            return Err(self.refuse(kind, PublishError::TooLarge(self.max_payload)));
+        }
+        if let Some(rate) = &self.rate
+            && !rate.lock().try_take()
+        {
+            return Err(self.refuse(kind, PublishError::RateLimited));
+        }
+        let kind = Kind::new(kind).expect("validated above");
+        self.bus.publish_unchecked(&self.name, kind, payload)
+    }
+}
+
+impl Publisher for AgentPublisher {
+    fn publish(&self, kind: &str, payload: Bytes) -> Result<u64, PublishError> {
+        AgentPublisher::publish(self, kind, payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher(grant: &[&str], max: u64, rate: Option<(u32, u32)>) -> AgentPublisher {
+        AgentPublisher::new(
+            "a".into(),
+            PublishGrant::Patterns(PatternSet::parse(grant).unwrap()),
+            max,
+            rate,
+            Bus::new(),
+        )
+    }
+
+    #[test]
+    fn checks_in_order() {
+        let p = publisher(&["orders.>", "*"], 4, None);
+        assert!(matches!(p.publish("bad kind", Bytes::new()), Err(PublishError::Invalid(_))));
+        assert_eq!(p.publish("toka.tick", Bytes::new()), Err(PublishError::AccessDenied));
+        assert_eq!(
+            p.publish("orders.created", Bytes::from_static(b"12345")),
+            Err(PublishError::TooLarge(4))
+        );
+        assert!(p.publish("orders.created", Bytes::from_static(b"1234")).is_ok());
+        assert_eq!(p.denied(), 3);
+    }
+
+    #[test]
+    fn empty_grant_denies_everything() {
+        let p = publisher(&[], 1024, None);
+        assert_eq!(p.publish("orders.created", Bytes::new()), Err(PublishError::AccessDenied));
+    }
+
+    #[test]
+    fn native_grant_still_excludes_runtime_kinds() {
+        let p = AgentPublisher::new("n".into(), PublishGrant::AnyUserKind, 10, None, Bus::new());
+        assert!(p.publish("anything.at.all", Bytes::new()).is_ok());
+        assert_eq!(p.publish("toka.agent.started", Bytes::new()), Err(PublishError::AccessDenied));
+    }
+
+    #[test]
+    fn rate_limit_applies() {
+        let p = publisher(&["a.>"], 10, Some((1, 2)));
+        assert!(p.publish("a.b", Bytes::new()).is_ok());
+        assert!(p.publish("a.b", Bytes::new()).is_ok());
+        assert_eq!(p.publish("a.b", Bytes::new()), Err(PublishError::RateLimited));
+    }
+}
