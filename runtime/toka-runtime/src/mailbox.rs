@@ -33,6 +33,8 @@ pub(crate) struct Mailbox {
     waker: Arc<dyn Wake>,
     dropped: AtomicU64,
     delivered: AtomicU64,
+    /// Set once the agent is quarantined: pushes are refused without waking it.
+    closed: AtomicBool,
     /// Set while the mailbox is overflowing, so only the first drop of an
     /// episode is logged.
     overflowing: AtomicBool,
@@ -48,11 +50,15 @@ impl Mailbox {
             dropped: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             overflowing: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
     /// Queue `event`, or drop it if the mailbox is full.
     pub(crate) fn push(&self, event: Arc<Event>) -> Delivery {
+        if self.closed.load(Ordering::Relaxed) {
+            return Delivery::Dropped;
+        }
         {
             let mut queue = self.queue.lock();
             if queue.len() >= self.capacity {
@@ -85,10 +91,16 @@ impl Mailbox {
         }
     }
 
+    /// Refuse all further events (the agent is gone for good).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.lock().is_empty()
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.queue.lock().len()
     }

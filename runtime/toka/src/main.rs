@@ -1,1 +1,204 @@
-fn main() {}
+//! The `toka` command: run a configuration, check it, inspect a component,
+//! scaffold a new agent.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input
+//! (configuration, module).
+
+mod scaffold;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use toka_core::RuntimeConfig;
+use toka_runtime::{Runtime, RuntimeOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "toka", version, about = "Run untrusted WebAssembly agents on an event bus, each with only the capabilities you grant.")]
+struct Cli {
+    /// Log format (the level comes from RUST_LOG, default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agents of a configuration until Ctrl-C/SIGTERM (or --for).
+    Run {
+        /// The configuration file (TOML).
+        config: PathBuf,
+        /// Stop gracefully after this long, e.g. `3s`, `1m30s`.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Refuse to start if any module fails to load.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Validate a configuration and its modules, and print the plan.
+    Check {
+        /// The configuration file (TOML).
+        config: PathBuf,
+    },
+    /// Show what a component imports and exports, and whether Toka can run it.
+    Inspect {
+        /// The component file.
+        module: PathBuf,
+    },
+    /// Create something new.
+    New {
+        #[command(subcommand)]
+        what: New,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum New {
+    /// A ready-to-build Rust agent crate.
+    Agent {
+        /// Crate (and agent) name.
+        name: String,
+        /// Where to create it (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// Failures that are the operator's input, not the runtime's fault.
+#[derive(Debug)]
+struct BadInput(anyhow::Error);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+fn bad(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(BadInput(e.into()))
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(config: &PathBuf) -> anyhow::Result<RuntimeConfig> {
+    RuntimeConfig::load(config).map_err(bad)
+}
+
+fn run(config: PathBuf, duration: Option<Duration>, strict: bool) -> anyhow::Result<()> {
+    let cfg = load(&config)?;
+    let runtime = Runtime::with_options(cfg, RuntimeOptions { strict }).map_err(|e| match e {
+        toka_runtime::Error::Module { .. } | toka_runtime::Error::Config(_) => bad(e),
+        other => anyhow::Error::new(other),
+    })?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = tokio.block_on(async move {
+        match duration {
+            Some(d) => {
+                runtime
+                    .run_until(async move {
+                        tokio::select! {
+                            () = tokio::time::sleep(d) => {}
+                            () = toka_runtime::runtime::shutdown_signal() => {}
+                        }
+                    })
+                    .await
+            }
+            None => runtime.run().await,
+        }
+    })?;
+    for a in &report.agents {
+        tracing::info!(
+            agent = %a.name,
+            handled = a.handled,
+            errors = a.errors,
+            faults = a.faults,
+            dropped = a.dropped,
+            refused = a.refused,
+            quarantined = a.quarantined,
+            "agent summary"
+        );
+    }
+    Ok(())
+}
+
+fn check(config: PathBuf) -> anyhow::Result<()> {
+    let cfg = load(&config)?;
+    let unknown = cfg.unknown_keys.clone();
+    let runtime = Runtime::new(cfg).map_err(bad)?;
+    let plan = runtime.plan();
+    print!("{plan}");
+    for key in unknown {
+        println!("unknown key (ignored): {key}");
+    }
+    if !plan.failed.is_empty() {
+        return Err(bad(anyhow::anyhow!(
+            "{} agent module(s) failed to load",
+            plan.failed.len()
+        )));
+    }
+    Ok(())
+}
+
+fn inspect(module: PathBuf) -> anyhow::Result<()> {
+    let engine = toka_runtime::host::engine::new_engine(&Default::default())
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let linker = toka_runtime::host::new_linker(&engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let report = toka_runtime::host::inspect::inspect(&engine, &linker, &module).map_err(bad)?;
+    print!("{report}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Run {
+            config,
+            duration,
+            strict,
+        } => run(config, duration, strict),
+        Command::Check { config } => check(config),
+        Command::Inspect { module } => inspect(module),
+        Command::New {
+            what: New::Agent { name, dir },
+        } => scaffold::new_agent(&dir, &name).map(|path| {
+            println!("created agent crate {}", path.display());
+            println!("build it:  cd {} && cargo build --release --target wasm32-wasip2", path.display());
+            println!("run it:    toka run {}/toka.toml --for 5s", path.display());
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<BadInput>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! [`Runtime`]: builds the kernel from a [`RuntimeConfig`] and runs it until
+//! told to stop, then drains.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = toka_core::RuntimeConfig::load("config/minimal.toml")?;
+//! let report = toka_runtime::Runtime::new(config)?.run().await?;
+//! println!("{} events published", report.bus.published);
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{Notify, watch};
+use toka_core::config::EventBusConfig;
+use toka_core::{Agent, Context, RuntimeConfig};
+use wasmtime::Engine;
+
+use crate::bus::{Bus, Subscriber};
+use crate::error::{Error, Result};
+use crate::host::engine::{EngineOptions, EpochTicker, new_engine};
+use crate::host::{self, Module, ModuleError};
+use crate::mailbox::Mailbox;
+use crate::native::NativeAgent;
+use crate::publisher::{AgentPublisher, PublishGrant};
+use crate::registry::{AgentKind, AgentReport, Plan, PlannedAgent, Report};
+use crate::scheduler::{self, TickPlan};
+use crate::worker::{self, Health, RunQueue, WasmAgent, WorkerContext};
+
+/// Options for building a [`Runtime`] beyond the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Refuse to build if any module fails to load (default: report it and
+    /// run the other agents).
+    pub strict: bool,
+}
+
+/// Asks a running [`Runtime`] to shut down gracefully.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    /// Begin graceful shutdown: stop intake, drain, return the report.
+    pub fn shutdown(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// The Toka kernel.
+pub struct Runtime {
+    bus_config: EventBusConfig,
+    ignored_sections: Vec<String>,
+    engine: Engine,
+    bus: Bus,
+    queue: RunQueue,
+    wasm: Vec<Arc<WasmAgent>>,
+    native: Vec<NativeAgent>,
+    failed: Vec<(String, ModuleError)>,
+    ticks: TickPlan,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("wasm_agents", &self.wasm.len())
+            .field("native_agents", &self.native.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name != toka_core::event::kinds::RUNTIME_SOURCE
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl Runtime {
+    /// Build the runtime: compile every module, link it, wire every agent to
+    /// the bus. Modules that fail are reported (see [`Runtime::plan`]) and
+    /// their agents left out.
+    pub fn new(config: RuntimeConfig) -> Result<Self> {
+        Self::with_options(config, RuntimeOptions::default())
+    }
+
+    /// [`Runtime::new`] with options.
+    pub fn with_options(config: RuntimeConfig, options: RuntimeOptions) -> Result<Self> {
+        if !config.ignored_sections.is_empty() {
+            tracing::warn!(
+                sections = %config.ignored_sections.join(", "),
+                file = %config.source.display(),
+                "ignoring config sections this build does not understand"
+            );
+        }
+        for key in &config.unknown_keys {
+            tracing::warn!(key = %key, "ignoring unknown config key");
+        }
+        let fuel = config.agents.iter().any(|a| a.limits.fuel.is_some());
+        let engine = new_engine(&EngineOptions { fuel }).map_err(Error::Engine)?;
+        let linker = host::new_linker(&engine).map_err(Error::Engine)?;
+
+        // Each distinct file is compiled once, however many agents use it.
+        let mut modules: HashMap<PathBuf, Result<Module, ModuleError>> = HashMap::new();
+        for agent in &config.agents {
+            modules
+                .entry(agent.module.clone())
+                .or_insert_with(|| host::module::load(&engine, &linker, &agent.module));
+        }
+
+        let bus = Bus::new();
+        let queue = RunQueue::new();
+        let mut wasm = Vec::new();
+        let mut failed = Vec::new();
+        let mut ticks = TickPlan {
+            global: config.event_bus.scheduler_tick,
+            own: BTreeMap::new(),
+        };
+        for agent in config.agents {
+            let module = match &modules[&agent.module] {
+                Ok(m) => m.clone(),
+                Err(e) => {
+                    if options.strict {
+                        return Err(Error::Module {
+                            agent: agent.name,
+                            source: e.clone(),
+                        });
+                    }
+                    tracing::error!(agent = %agent.name, error = %e, "agent module failed to load; the other agents still start");
+                    failed.push((agent.name, e.clone()));
+                    continue;
+                }
+            };
+            let index = wasm.len();
+            let name: Arc<str> = Arc::from(agent.name.as_str());
+            let (waker, scheduled) = WasmAgent::waker(index, &queue);
+            let capacity = agent.limits.mailbox.unwrap_or(config.event_bus.buffer_size);
+            let mailbox = Arc::new(Mailbox::new(name.clone(), capacity, waker));
+            let sub = bus.add_subscriber(Subscriber {
+                patterns: agent.subscribe.clone(),
+                own_ticks: agent.every.is_some(),
+                mailbox: mailbox.clone(),
+            });
+            if let Some(every) = agent.every {
+                ticks.own.entry(every).or_default().push(sub);
+            }
+            let publisher = Arc::new(AgentPublisher::new(
+                name,
+                PublishGrant::Patterns(agent.publish.clone()),
+                agent.limits.max_payload_bytes,
+                Some((agent.limits.publish_rate, agent.limits.publish_burst)),
+                bus.clone(),
+            ));
+            wasm.push(Arc::new(WasmAgent::new(
+                index, agent, module, publisher, mailbox, scheduled, &queue, fuel,
+            )));
+        }
+
+        Ok(Runtime {
+            bus_config: config.event_bus,
+            ignored_sections: config.ignored_sections,
+            engine,
+            bus,
+            queue,
+            wasm,
+            native: Vec::new(),
+            failed,
+            ticks,
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    /// Register a native Rust agent beside the configured wasm agents. It
+    /// receives the kinds its [`Agent::interest`] names and may publish any
+    /// non-runtime kind.
+    pub fn register<A: Agent>(&mut self, name: &str, agent: A) -> Result<()> {
+        if !valid_name(name) {
+            return Err(Error::InvalidName(name.into()));
+        }
+        let taken = self.wasm.iter().any(|a| a.name() == name)
+            || self.native.iter().any(|a| &*a.name == name);
+        if taken {
+            return Err(Error::DuplicateAgent(name.into()));
+        }
+        let name: Arc<str> = Arc::from(name);
+        let notify = Arc::new(Notify::new());
+        let mailbox = Arc::new(Mailbox::new(
+            name.clone(),
+            self.bus_config.buffer_size,
+            notify.clone(),
+        ));
+        let interest = Agent::interest(&agent);
+        self.bus.add_subscriber(Subscriber {
+            patterns: interest,
+            own_ticks: false,
+            mailbox: mailbox.clone(),
+        });
+        let publisher = Arc::new(AgentPublisher::new(
+            name.clone(),
+            PublishGrant::AnyUserKind,
+            u64::MAX,
+            None,
+            self.bus.clone(),
+        ));
+        self.native.push(NativeAgent {
+            context: Context::new(name.clone(), publisher),
+            name,
+            agent: Arc::new(agent),
+            mailbox,
+            notify,
+            handled: Default::default(),
+        });
+        Ok(())
+    }
+
+    /// What will run: agents, grants, subscriptions, failures.
+    pub fn plan(&self) -> Plan {
+        let mut agents: Vec<PlannedAgent> = self
+            .wasm
+            .iter()
+            .map(|a| PlannedAgent {
+                name: a.config.name.clone(),
+                kind: AgentKind::Wasm(a.module.path.clone()),
+                subscribe: a.config.subscribe.clone(),
+                publish: Some(a.config.publish.clone()),
+                every: a.config.every,
+                limits: Some(a.config.limits),
+                settings: a.config.settings.iter().map(|(k, _)| k.clone()).collect(),
+            })
+            .collect();
+        agents.extend(self.native.iter().map(|a| PlannedAgent {
+            name: a.name.to_string(),
+            kind: AgentKind::Native,
+            subscribe: a.agent.interest(),
+            publish: None,
+            every: None,
+            limits: None,
+            settings: Vec::new(),
+        }));
+        Plan {
+            agents,
+            failed: self.failed.clone(),
+            tick: self.bus_config.scheduler_tick,
+            buffer_size: self.bus_config.buffer_size,
+            ignored_sections: self.ignored_sections.clone(),
+        }
+    }
+
+    /// The bus (publish from the embedder's side with [`Runtime::publisher`]).
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The engine every agent runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A handle that triggers graceful shutdown of [`Runtime::run`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// Run until Ctrl-C or SIGTERM (or a [`ShutdownHandle`]), then drain.
+    pub async fn run(self) -> Result<Report> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Run until `stop` completes (or a [`ShutdownHandle`] fires), then
+    /// shut down gracefully: stop ticks and intake, let mailboxes drain until
+    /// `drain_timeout`, stop the workers.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<Report> {
+        let Runtime {
+            bus_config,
+            engine,
+            bus,
+            queue,
+            wasm,
+            native,
+            failed,
+            ticks,
+            shutdown,
+            ..
+        } = self;
+        let _epoch = EpochTicker::start(&engine);
+        let agents: Arc<[Arc<WasmAgent>]> = wasm.into();
+        let workers_n = bus_config
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let cx = Arc::new(WorkerContext {
+            engine: engine.clone(),
+            bus: bus.clone(),
+            agents: agents.clone(),
+            timers: tokio::runtime::Handle::current(),
+        });
+        let workers = worker::spawn_workers(workers_n, &queue, cx);
+        tracing::info!(
+            wasm_agents = agents.len(),
+            native_agents = native.len(),
+            workers = workers_n,
+            "runtime started"
+        );
+        // Every agent gets a first turn, which instantiates it and runs `init`.
+        for agent in agents.iter() {
+            agent.schedule();
+        }
+        let native_tasks: Vec<_> = native.iter().map(|a| a.spawn(bus.clone())).collect();
+        let mut stopped = shutdown.subscribe();
+        let tick_tasks = scheduler::spawn(bus.clone(), ticks, shutdown.subscribe());
+
+        tokio::select! {
+            () = stop => {}
+            _ = stopped.wait_for(|s| *s) => {}
+        }
+
+        tracing::info!(in_flight = bus.in_flight(), deadline = ?bus_config.drain_timeout, "shutting down: intake stopped, draining mailboxes");
+        let _ = shutdown.send(true);
+        bus.close();
+        for t in tick_tasks {
+            let _ = t.await;
+        }
+        let abandoned = match tokio::time::timeout(bus_config.drain_timeout, bus.wait_idle()).await {
+            Ok(()) => 0,
+            Err(_) => {
+                let left = bus.in_flight();
+                tracing::warn!(abandoned = left, "drain deadline passed; abandoning queued events");
+                left
+            }
+        };
+        worker::stop_workers(workers_n, &queue);
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
+        for t in native_tasks {
+            t.abort();
+        }
+
+        let mut reports: Vec<AgentReport> = agents
+            .iter()
+            .map(|a| AgentReport {
+                name: a.name().to_string(),
+                handled: a.counters.handled.load(Ordering::Relaxed),
+                errors: a.counters.errors.load(Ordering::Relaxed),
+                faults: a.counters.faults.load(Ordering::Relaxed),
+                starts: a.counters.starts.load(Ordering::Relaxed),
+                dropped: a.mailbox.dropped(),
+                refused: a.publisher.denied(),
+                quarantined: a.health() == Health::Quarantined,
+            })
+            .collect();
+        reports.extend(native.iter().map(|a| AgentReport {
+            name: a.name.to_string(),
+            handled: a.handled.load(Ordering::Relaxed),
+            errors: 0,
+            faults: 0,
+            starts: 1,
+            dropped: a.mailbox.dropped(),
+            refused: 0,
+            quarantined: false,
+        }));
+        let report = Report {
+            agents: reports,
+            bus: bus.stats(),
+            abandoned,
+            failed,
+        };
+        tracing::info!(
+            published = report.bus.published,
+            delivered = report.bus.delivered,
+            dropped = report.bus.dropped,
+            abandoned,
+            "runtime stopped"
+        );
+        Ok(report)
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,365 @@
+//! Running wasm agents: a fixed pool of worker threads takes agents with
+//! queued events from a run queue and feeds them their events in batches.
+//!
+//! Guest calls are synchronous, so a wasm agent costs no thread and no task
+//! while idle: it is just its mailbox, its `Store` and a flag. An agent is in
+//! the run queue at most once (the `scheduled` flag), so exactly one worker
+//! handles it at a time and it sees its events in order. After a batch the
+//! agent goes to the back of the queue, so one busy agent cannot starve the
+//! others; a guest stuck in a loop holds its worker only until its deadline.
+//!
+//! Faults are handled here: the faulting event goes to `toka.dead-letter`,
+//! the `Store` is dropped, and the [`Supervisor`] decides between a restart
+//! after backoff (events wait in the mailbox meanwhile) and quarantine.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use toka_core::event::kinds;
+use toka_core::{AgentConfig, Event};
+use wasmtime::Engine;
+
+use crate::bus::Bus;
+use crate::host::{Budget, CallError, Fault, Instance, Module};
+use crate::mailbox::{Mailbox, Wake};
+use crate::publisher::AgentPublisher;
+use crate::supervisor::{Supervisor, Verdict};
+
+/// Events handled per turn before the agent yields its worker.
+const BATCH: usize = 64;
+/// Run-queue message telling a worker to exit.
+const STOP: usize = usize::MAX;
+
+/// Where an agent is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No instance yet (or the previous one faulted); start one on next turn.
+    Pending,
+    /// An instance is live.
+    Running,
+    /// Waiting out a restart backoff.
+    Backoff,
+    /// Stopped for good after repeated faults; its events are discarded.
+    Quarantined,
+}
+
+/// Counters for one agent.
+#[derive(Debug, Default)]
+pub struct AgentCounters {
+    /// Events whose `handle` returned (ok or an error value).
+    pub handled: AtomicU64,
+    /// `handle` calls that returned an error value.
+    pub errors: AtomicU64,
+    /// Faults (traps, deadlines, limits, failed starts).
+    pub faults: AtomicU64,
+    /// Instances started (first start and restarts).
+    pub starts: AtomicU64,
+}
+
+struct Slot {
+    instance: Option<Instance>,
+    health: Health,
+    supervisor: Supervisor,
+    /// Events taken from the mailbox but not yet handled; kept across a
+    /// restart so a fault loses only the event that caused it.
+    pending: VecDeque<Arc<Event>>,
+}
+
+/// One configured wasm agent, alive for the runtime's whole run.
+pub(crate) struct WasmAgent {
+    pub(crate) index: usize,
+    pub(crate) config: AgentConfig,
+    pub(crate) module: Module,
+    pub(crate) publisher: Arc<AgentPublisher>,
+    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) counters: AgentCounters,
+    scheduled: Arc<AtomicBool>,
+    queue: Sender<usize>,
+    budget: Budget,
+    slot: Mutex<Slot>,
+}
+
+/// Puts an agent on the run queue when its mailbox gets work.
+pub(crate) struct Waker {
+    index: usize,
+    scheduled: Arc<AtomicBool>,
+    queue: Sender<usize>,
+}
+
+impl Wake for Waker {
+    fn wake(&self) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            let _ = self.queue.send(self.index);
+        }
+    }
+}
+
+/// The shared run queue.
+#[derive(Clone)]
+pub(crate) struct RunQueue {
+    pub(crate) tx: Sender<usize>,
+    rx: Receiver<usize>,
+}
+
+impl RunQueue {
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        RunQueue { tx, rx }
+    }
+}
+
+impl WasmAgent {
+    /// The waker for agent `index`, and the flag it shares with the agent.
+    pub(crate) fn waker(index: usize, queue: &RunQueue) -> (Arc<Waker>, Arc<AtomicBool>) {
+        let scheduled = Arc::new(AtomicBool::new(false));
+        let waker = Arc::new(Waker {
+            index,
+            scheduled: scheduled.clone(),
+            queue: queue.tx.clone(),
+        });
+        (waker, scheduled)
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "assembled once, by the runtime")]
+    pub(crate) fn new(
+        index: usize,
+        config: AgentConfig,
+        module: Module,
+        publisher: Arc<AgentPublisher>,
+        mailbox: Arc<Mailbox>,
+        scheduled: Arc<AtomicBool>,
+        queue: &RunQueue,
+        fuel_metered: bool,
+    ) -> Self {
+        let budget = Budget::from_limits(&config.limits, fuel_metered);
+        let supervisor = Supervisor::new(&config.limits);
+        WasmAgent {
+            index,
+            config,
+            module,
+            publisher,
+            mailbox,
+            counters: AgentCounters::default(),
+            scheduled,
+            queue: queue.tx.clone(),
+            budget,
+            slot: Mutex::new(Slot {
+                instance: None,
+                health: Health::Pending,
+                supervisor,
+                pending: VecDeque::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Put the agent on the run queue unless it already is.
+    pub(crate) fn schedule(&self) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            let _ = self.queue.send(self.index);
+        }
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        self.slot.lock().health
+    }
+}
+
+/// What a worker needs besides the agents.
+pub(crate) struct WorkerContext {
+    pub(crate) engine: Engine,
+    pub(crate) bus: Bus,
+    pub(crate) agents: Arc<[Arc<WasmAgent>]>,
+    pub(crate) timers: tokio::runtime::Handle,
+}
+
+/// Start `n` worker threads on `queue`.
+pub(crate) fn spawn_workers(
+    n: usize,
+    queue: &RunQueue,
+    cx: Arc<WorkerContext>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|i| {
+            let rx = queue.rx.clone();
+            let cx = cx.clone();
+            std::thread::Builder::new()
+                .name(format!("toka-worker-{i}"))
+                .spawn(move || {
+                    while let Ok(index) = rx.recv() {
+                        if index == STOP {
+                            break;
+                        }
+                        turn(&cx, &cx.agents[index]);
+                    }
+                })
+                .expect("spawn a worker thread")
+        })
+        .collect()
+}
+
+/// Tell `n` workers to exit once the queue ahead of the message is done.
+pub(crate) fn stop_workers(n: usize, queue: &RunQueue) {
+    for _ in 0..n {
+        let _ = queue.tx.send(STOP);
+    }
+}
+
+fn json(value: serde_json::Value) -> Bytes {
+    Bytes::from(value.to_string())
+}
+
+/// One turn of an agent on a worker: start it if needed, handle a batch.
+fn turn(cx: &WorkerContext, agent: &WasmAgent) {
+    let mut slot = agent.slot.lock();
+    match slot.health {
+        Health::Quarantined => {
+            let n = agent.mailbox.clear() + std::mem::take(&mut slot.pending).len();
+            cx.bus.done(n as u64);
+        }
+        Health::Backoff => {}
+        Health::Pending => start(cx, agent, &mut slot),
+        Health::Running => {}
+    }
+    if slot.health == Health::Running {
+        if slot.pending.is_empty() {
+            agent.mailbox.drain_into(&mut slot.pending, BATCH);
+        }
+        run_batch(cx, agent, &mut slot);
+    }
+    let more = match slot.health {
+        Health::Running => !slot.pending.is_empty() || !agent.mailbox.is_empty(),
+        // The backoff timer reschedules; quarantined agents have nothing to do.
+        Health::Backoff | Health::Quarantined => false,
+        Health::Pending => true,
+    };
+    drop(slot);
+    agent.scheduled.store(false, Ordering::Release);
+    // Re-check after clearing the flag: an event pushed between the last
+    // check and the store would otherwise wait for the next push.
+    if more || (agent.health() == Health::Running && !agent.mailbox.is_empty()) {
+        agent.schedule();
+    }
+}
+
+fn start(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
+    agent.counters.starts.fetch_add(1, Ordering::Relaxed);
+    let started = Instance::new(
+        &cx.engine,
+        &agent.module,
+        agent.publisher.clone(),
+        &agent.config.limits,
+        agent.budget,
+    )
+    .map_err(CallError::Fault)
+    .and_then(|mut instance| instance.init(&agent.config.settings).map(|()| instance));
+    match started {
+        Ok(instance) => {
+            slot.instance = Some(instance);
+            slot.health = Health::Running;
+            tracing::info!(agent = agent.name(), module = %agent.module.path.display(), "agent started");
+            cx.bus
+                .publish_system(kinds::AGENT_STARTED, Bytes::from(agent.name().to_owned()));
+        }
+        Err(err) => {
+            let reason = match &err {
+                CallError::Returned(msg) => format!("init returned an error: {msg}"),
+                CallError::Fault(f) => format!("failed to start: {f}"),
+            };
+            fault(cx, agent, slot, None, &reason);
+        }
+    }
+}
+
+fn run_batch(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
+    let mut handled = 0u64;
+    while let Some(event) = slot.pending.pop_front() {
+        let instance = slot.instance.as_mut().expect("running agents have an instance");
+        match instance.handle(&event) {
+            Ok(()) => {}
+            Err(CallError::Returned(msg)) => {
+                agent.counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(agent = agent.name(), event = event.id, kind = %event.kind, error = %msg, "handler returned an error");
+            }
+            Err(CallError::Fault(f)) => {
+                cx.bus.done(1);
+                fault_on_event(cx, agent, slot, &event, &f);
+                break;
+            }
+        }
+        handled += 1;
+        cx.bus.done(1);
+    }
+    if handled > 0 {
+        agent.counters.handled.fetch_add(handled, Ordering::Relaxed);
+        slot.supervisor.success();
+    }
+}
+
+fn fault_on_event(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot, event: &Event, f: &Fault) {
+    cx.bus.publish_system(
+        kinds::DEAD_LETTER,
+        json(serde_json::json!({
+            "agent": agent.name(),
+            "event_id": event.id,
+            "kind": event.kind.as_str(),
+            "reason": f.kind.as_str(),
+            "message": f.message,
+        })),
+    );
+    fault(cx, agent, slot, Some(event), &f.to_string());
+}
+
+fn fault(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot, event: Option<&Event>, reason: &str) {
+    agent.counters.faults.fetch_add(1, Ordering::Relaxed);
+    slot.instance = None;
+    let verdict = slot.supervisor.fault(Instant::now());
+    tracing::warn!(
+        agent = agent.name(),
+        event = event.map(|e| e.id),
+        reason,
+        "agent instance stopped"
+    );
+    cx.bus.publish_system(
+        kinds::AGENT_FAILED,
+        json(serde_json::json!({ "agent": agent.name(), "reason": reason })),
+    );
+    match verdict {
+        Verdict::Restart(delay) => {
+            slot.health = Health::Backoff;
+            tracing::info!(agent = agent.name(), delay = ?delay, "restarting after backoff");
+            let agents = cx.agents.clone();
+            let index = agent.index;
+            cx.timers.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let agent = &agents[index];
+                {
+                    let mut slot = agent.slot.lock();
+                    if slot.health == Health::Backoff {
+                        slot.health = Health::Pending;
+                    }
+                }
+                agent.schedule();
+            });
+        }
+        Verdict::Quarantine { failures } => {
+            slot.health = Health::Quarantined;
+            agent.mailbox.close();
+            let n = agent.mailbox.clear() + std::mem::take(&mut slot.pending).len();
+            cx.bus.done(n as u64);
+            tracing::error!(agent = agent.name(), failures, reason, "agent quarantined after repeated faults; its events are discarded");
+            cx.bus.publish_system(
+                kinds::AGENT_QUARANTINED,
+                json(serde_json::json!({ "agent": agent.name(), "failures": failures, "reason": reason })),
+            );
+        }
+    }
+}
