@@ -1,1 +1,13 @@
-fn main() {}
+//! Toka's integration tests: the real kernel running real wasm guests.
+//!
+//! # Layout
+//! - `bus`: routing, grants, ordering, ticks, init config, native agents, drain;
+//! - `guests`: one test per guest (enforced by `foreach_guest!`);
+//! - `faults`: a misbehaving guest is stopped, dead-lettered, restarted or
+//!   quarantined while the others carry on;
+//! - `modules`: malformed modules are refused with a precise reason.
+
+mod bus;
+mod faults;
+mod guests;
+mod modules;

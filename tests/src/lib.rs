@@ -1,1 +1,115 @@
-//! placeholder
+//! Fixtures for Toka's integration tests: guest paths, a native agent that
+//! records what it receives (so tests await events instead of sleeping), and
+//! helpers to build a runtime from inline TOML.
+#![deny(missing_docs)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use toka_core::{Agent, Context, Event, PatternSet, RuntimeConfig};
+
+include!(concat!(env!("OUT_DIR"), "/gen.rs"));
+
+/// How long a test waits for an expected event before failing.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Parse `toml` as a config whose `modules_dir` is the guests directory.
+pub fn config(toml: &str) -> RuntimeConfig {
+    let text = format!("modules_dir = {GUESTS_DIR:?}\n{toml}");
+    RuntimeConfig::parse_str(&text, Path::new("test.toml"), Path::new("."), &[])
+        .unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+/// A native agent that records every event it receives.
+#[derive(Clone)]
+pub struct Recorder {
+    interest: PatternSet,
+    events: Arc<Mutex<Vec<Arc<Event>>>>,
+    changed: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").field("events", &self.events.lock().len()).finish()
+    }
+}
+
+impl Recorder {
+    /// Records kinds matching `patterns`.
+    pub fn new(patterns: &[&str]) -> Self {
+        Recorder {
+            interest: PatternSet::parse(patterns).expect("valid patterns"),
+            events: Default::default(),
+            changed: Default::default(),
+        }
+    }
+
+    /// Everything recorded so far.
+    pub fn events(&self) -> Vec<Arc<Event>> {
+        self.events.lock().clone()
+    }
+
+    /// Payloads (as text) of recorded events of `kind`.
+    pub fn payloads(&self, kind: &str) -> Vec<String> {
+        self.events
+            .lock()
+            .iter()
+            .filter(|e| e.kind.as_str() == kind)
+            .map(|e| String::from_utf8_lossy(&e.payload).into_owned())
+            .collect()
+    }
+
+    /// Wait until `done` holds for the recorded events; panics after [`WAIT`].
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&[Arc<Event>]) -> bool) {
+        let result = tokio::time::timeout(WAIT, async {
+            loop {
+                let notified = self.changed.notified();
+                if done(&self.events.lock()) {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        if result.is_err() {
+            let seen: Vec<String> = self
+                .events()
+                .iter()
+                .map(|e| format!("{} {}", e.kind, String::from_utf8_lossy(&e.payload)))
+                .collect();
+            panic!("timed out waiting for {what}; recorded: {seen:#?}");
+        }
+    }
+
+    /// Wait for `n` events of `kind`, returning their payloads.
+    pub async fn wait_kind(&self, kind: &str, n: usize) -> Vec<String> {
+        self.wait_for(&format!("{n} x {kind}"), |evs| {
+            evs.iter().filter(|e| e.kind.as_str() == kind).count() >= n
+        })
+        .await;
+        self.payloads(kind)
+    }
+}
+
+impl Agent for Recorder {
+    fn interest(&self) -> PatternSet {
+        self.interest.clone()
+    }
+
+    async fn handle(&self, event: Arc<Event>, _cx: &Context) -> anyhow::Result<()> {
+        self.events.lock().push(event);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+}
+
+/// Install a test log subscriber once (output captured by the test harness).
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
+}

@@ -234,7 +234,8 @@ pub struct AgentConfig {
     /// Key `name` (required). 1-64 characters of `A-Z a-z 0-9 _ -`; unique
     /// across agents; `toka` is reserved for the runtime.
     pub name: String,
-    /// Key `module` if given (resolved relative to the config file's dir); else
+    /// Key `module` if given (a relative path is resolved against
+    /// `modules_dir`; an absolute one is used as is); else
     /// `<modules_dir>/<name>.wasm` if that file exists, else
     /// `<modules_dir>/<snake_case(name)>.wasm` (`Logger` -> `logger.wasm`,
     /// `IndexerAgent` -> `indexer_agent.wasm`, `my-agent` stays `my-agent.wasm`).
@@ -614,7 +615,7 @@ impl Doc<'_> {
         let mut agents: Vec<AgentConfig> = Vec::with_capacity(items.len());
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
-            let agent = self.agent(i, item, base_dir, modules_dir, defaults)?;
+            let agent = self.agent(i, item, modules_dir, defaults)?;
             if let Some(first) = seen.insert(agent.name.clone(), i) {
                 let name_node = item.get_ref().get("name").unwrap_or(item);
                 return Err(self.invalid(
@@ -635,7 +636,6 @@ impl Doc<'_> {
         &self,
         index: usize,
         node: &Node<'_>,
-        base_dir: &Path,
         modules_dir: &Path,
         defaults: &Limits,
     ) -> Result<AgentConfig> {
@@ -675,7 +675,9 @@ impl Doc<'_> {
             let path = child(&prefix, k);
             match k {
                 "name" => {}
-                "module" => module = Some(base_dir.join(self.path(value, &path)?)),
+                // Relative to modules_dir: `module` names a file among the
+                // operator's modules, wherever the config itself lives.
+                "module" => module = Some(modules_dir.join(self.path(value, &path)?)),
                 "subscribe" => subscribe = self.patterns(value, &path, false)?,
                 "publish" => publish = self.patterns(value, &path, true)?,
                 "every" => every = Some(self.duration(value, &path, Duration::from_millis(1))?),
@@ -1301,12 +1303,12 @@ ratio = 0.5
     }
 
     #[test]
-    fn explicit_module_resolves_against_config_dir() {
+    fn explicit_module_resolves_against_modules_dir() {
         let cfg =
             parse("modules_dir = \"wasm\"\n[[agents]]\nname = \"A\"\nmodule = \"bin/a.wasm\"\n")
                 .unwrap();
         assert_eq!(cfg.modules_dir, PathBuf::from("/etc/toka/wasm"));
-        assert_eq!(cfg.agents[0].module, PathBuf::from("/etc/toka/bin/a.wasm"));
+        assert_eq!(cfg.agents[0].module, PathBuf::from("/etc/toka/wasm/bin/a.wasm"));
         assert!(cfg.agents[0].module_explicit);
     }
 

@@ -39,6 +39,11 @@ pub(crate) struct Subscriber {
     pub(crate) mailbox: Arc<Mailbox>,
 }
 
+fn runtime_source() -> &'static Arc<str> {
+    static SOURCE: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| Arc::from(kinds::RUNTIME_SOURCE))
+}
+
 /// Counters describing what the bus did, for reports and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BusStats {
@@ -58,6 +63,9 @@ pub struct Bus {
 
 struct Inner {
     next_id: AtomicU64,
+    /// Outside input (embedder injections, ticks) accepted.
+    intake: AtomicBool,
+    /// Any publish accepted; false once the drain is over.
     open: AtomicBool,
     subscribers: RwLock<Vec<Subscriber>>,
     /// kind -> the mailboxes it goes to; built on first use of each kind.
@@ -86,6 +94,7 @@ impl Bus {
         Bus {
             inner: Arc::new(Inner {
                 next_id: AtomicU64::new(1),
+                intake: AtomicBool::new(true),
                 open: AtomicBool::new(true),
                 subscribers: RwLock::new(Vec::new()),
                 routes: RwLock::new(HashMap::new()),
@@ -108,8 +117,20 @@ impl Bus {
         self.inner.open.load(Ordering::Acquire)
     }
 
-    /// Stop intake: every later publish fails with `unavailable`.
+    /// Whether outside input (embedder injections, ticks) is accepted.
+    pub fn accepts_intake(&self) -> bool {
+        self.inner.intake.load(Ordering::Acquire) && self.is_open()
+    }
+
+    /// Stop outside input. Agents may still publish while queued work drains,
+    /// so follow-up events of work already accepted are not lost.
+    pub fn stop_intake(&self) {
+        self.inner.intake.store(false, Ordering::Release);
+    }
+
+    /// Refuse every later publish with `unavailable`.
     pub fn close(&self) {
+        self.inner.intake.store(false, Ordering::Release);
         self.inner.open.store(false, Ordering::Release);
     }
 
@@ -171,19 +192,16 @@ impl Bus {
 
     /// Publish one of the runtime's own events (`toka.*`), source `toka`.
     pub(crate) fn publish_system(&self, kind: &'static str, payload: Bytes) -> Option<u64> {
-        static SOURCE: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
-        let source = SOURCE.get_or_init(|| Arc::from(kinds::RUNTIME_SOURCE));
         let kind = Kind::new(kind).expect("runtime kinds are valid");
-        self.publish_unchecked(source, kind, payload).ok()
+        self.publish_unchecked(runtime_source(), kind, payload).ok()
     }
 
     /// Deliver a runtime event to one subscriber only (per-agent ticks).
     pub(crate) fn send_to(&self, to: SubscriberId, kind: &'static str, payload: Bytes) {
-        if !self.is_open() {
+        if !self.accepts_intake() {
             return;
         }
-        let source: Arc<str> = Arc::from(kinds::RUNTIME_SOURCE);
-        let event = self.make_event(&source, Kind::new(kind).expect("valid"), payload);
+        let event = self.make_event(runtime_source(), Kind::new(kind).expect("valid"), payload);
         self.inner.published.fetch_add(1, Ordering::Relaxed);
         let mailbox = self.inner.subscribers.read()[to].mailbox.clone();
         self.offer(&mailbox, event);

@@ -39,6 +39,8 @@ pub struct AgentPublisher {
     rate: Option<Mutex<TokenBucket>>,
     bus: Bus,
     denied: AtomicU64,
+    /// Outside input (the embedder's injector): refused once shutdown begins.
+    external: bool,
 }
 
 impl std::fmt::Debug for AgentPublisher {
@@ -67,7 +69,14 @@ impl AgentPublisher {
             rate: rate.map(|(r, b)| Mutex::new(TokenBucket::new(r, b))),
             bus,
             denied: AtomicU64::new(0),
+            external: false,
         }
+    }
+
+    /// Mark this publisher as outside input, refused once shutdown begins.
+    pub fn external(mut self) -> Self {
+        self.external = true;
+        self
     }
 
     /// The agent's name.
@@ -90,6 +99,9 @@ impl AgentPublisher {
 
     /// Check and publish; returns the new event id.
     pub fn publish(&self, kind: &str, payload: Bytes) -> Result<u64, PublishError> {
+        if self.external && !self.bus.accepts_intake() {
+            return Err(PublishError::Unavailable);
+        }
         if let Err(e) = validate_kind(kind) {
             return Err(self.refuse(kind, PublishError::Invalid(format!("kind `{kind}` {e}"))));
         }

@@ -249,7 +249,23 @@ impl Runtime {
         }
     }
 
-    /// The bus (publish from the embedder's side with [`Runtime::publisher`]).
+    /// A publishing handle for the embedder: events appear with `source` as
+    /// their source and may have any non-runtime kind. Usable before and
+    /// during [`Runtime::run`]; events published before the run are queued.
+    pub fn injector(&self, source: &str) -> Context {
+        let source: Arc<str> = Arc::from(source);
+        let publisher = AgentPublisher::new(
+            source.clone(),
+            PublishGrant::AnyUserKind,
+            u64::MAX,
+            None,
+            self.bus.clone(),
+        )
+        .external();
+        Context::new(source, Arc::new(publisher))
+    }
+
+    /// The bus (publish from the embedder's side with [`Runtime::injector`]).
     pub fn bus(&self) -> &Bus {
         &self.bus
     }
@@ -316,9 +332,9 @@ impl Runtime {
             _ = stopped.wait_for(|s| *s) => {}
         }
 
-        tracing::info!(in_flight = bus.in_flight(), deadline = ?bus_config.drain_timeout, "shutting down: intake stopped, draining mailboxes");
+        tracing::info!(in_flight = bus.in_flight(), deadline = ?bus_config.drain_timeout, "shutting down: ticks and outside input stopped, draining mailboxes");
         let _ = shutdown.send(true);
-        bus.close();
+        bus.stop_intake();
         for t in tick_tasks {
             let _ = t.await;
         }
@@ -330,6 +346,7 @@ impl Runtime {
                 left
             }
         };
+        bus.close();
         worker::stop_workers(workers_n, &queue);
         let _ = tokio::task::spawn_blocking(move || {
             for w in workers {

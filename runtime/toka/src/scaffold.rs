@@ -97,6 +97,9 @@ edition = "2024"
 publish = false
 
 [lib]
+# Names the component file (`target/wasm32-wasip2/release/{{snake}}.wasm`);
+# set explicitly so a mixed-case package name still gives a snake_case crate.
+name = "{{snake}}"
 # A component is a dynamic library as far as cargo is concerned.
 crate-type = ["cdylib"]
 
@@ -239,8 +242,9 @@ scheduler_tick_ms = 500
 [[agents]]
 # The agent's name in logs and as the `source` of the events it publishes.
 name = "{{name}}"
-# The component cargo builds (cargo turns `-` into `_` in the file name).
-module = "target/wasm32-wasip2/release/{{artifact}}.wasm"
+# The component cargo builds (named by `[lib] name` in Cargo.toml),
+# relative to `modules_dir`.
+module = "{{snake}}.wasm"
 # Event kinds delivered to this agent: only the scheduler's ticks.
 subscribe = ["toka.tick"]
 # Event kinds this agent may publish: anything under `{{snake}}.`.
@@ -265,7 +269,7 @@ cargo build --release --target wasm32-wasip2
 ```
 
 The component is
-`target/wasm32-wasip2/release/{{artifact}}.wasm`.
+`target/wasm32-wasip2/release/{{snake}}.wasm`.
 
 ## Run
 
@@ -312,9 +316,8 @@ pub fn new_agent(parent: &Path, name: &str) -> anyhow::Result<PathBuf> {
     check_name(name).with_context(|| format!("cannot create agent at {}", dir.display()))?;
     prepare_dir(&dir)?;
 
-    let snake = event_segment(name);
-    let artifact = name.replace('-', "_");
-    let vars: &[(&str, &str)] = &[("name", name), ("snake", &snake), ("artifact", &artifact)];
+    let snake = snake_name(name);
+    let vars: &[(&str, &str)] = &[("name", name), ("snake", &snake)];
 
     let files: [(&str, String); 7] = [
         ("Cargo.toml", render(CARGO_TOML, vars)),
@@ -352,11 +355,10 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     {
         bail!("the agent name `{name}` contains {bad:?} (allowed: A-Z a-z 0-9 _ -)");
     }
-    // Cargo compares library names after `-` -> `_`, and the runtime's
-    // reserved event namespace is matched without regard to case here so
-    // that `Toka` cannot slip through as `toka.heartbeat`.
-    let normalized = name.replace('-', "_").to_ascii_lowercase();
-    if RESERVED.contains(&normalized.as_str()) {
+    // The snake form is what becomes the library name and the event
+    // namespace, so that is what must not collide (`Toka` would otherwise
+    // slip through as `toka.heartbeat`, `Self` as a crate named `self`).
+    if RESERVED.contains(&snake_name(name).as_str()) {
         bail!("the agent name `{name}` is reserved (Rust keyword, standard crate or Toka's own)");
     }
     Ok(())
@@ -387,10 +389,11 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The first segment of the agent's event kinds: snake_case of the name
-/// (`MyAgent` and `my-agent` both give `my_agent`), which reads like the
-/// kinds the runtime and the example agents use.
-fn event_segment(name: &str) -> String {
+/// snake_case of the name (`MyAgent` and `my-agent` both give `my_agent`):
+/// the generated library's name and the first segment of the agent's event
+/// kinds. A library name rustc would warn about is avoided, and the kinds
+/// read like the ones the runtime and the example agents use.
+fn snake_name(name: &str) -> String {
     let chars: Vec<char> = name.chars().collect();
     let mut out = String::with_capacity(name.len() + 4);
     for (i, &c) in chars.iter().enumerate() {
@@ -480,7 +483,7 @@ mod tests {
         assert!(cargo.contains("[workspace]"), "{cargo}");
 
         let config = fs::read_to_string(dir.join("toka.toml")).unwrap();
-        assert!(config.contains("release/my_agent.wasm"), "{config}");
+        assert!(config.contains(r#"module = "my_agent.wasm""#), "{config}");
         assert!(config.contains(r#"publish = ["my_agent.>"]"#), "{config}");
 
         let lib = fs::read_to_string(dir.join("src/lib.rs")).unwrap();
@@ -496,10 +499,22 @@ mod tests {
 
         for file in FILES {
             let text = fs::read_to_string(dir.join(file)).unwrap();
-            for key in ["{{name}}", "{{snake}}", "{{artifact}}"] {
+            for key in ["{{name}}", "{{snake}}"] {
                 assert!(!text.contains(key), "{file} still contains {key}");
             }
         }
+    }
+
+    #[test]
+    fn mixed_case_names_get_a_snake_case_library() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = new_agent(tmp.path(), "MyAgent").unwrap();
+        let cargo = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(cargo.contains(r#"name = "MyAgent""#), "{cargo}");
+        assert!(cargo.contains(r#"name = "my_agent""#), "{cargo}");
+        let config = fs::read_to_string(dir.join("toka.toml")).unwrap();
+        assert!(config.contains(r#"name = "MyAgent""#), "{config}");
+        assert!(config.contains(r#"module = "my_agent.wasm""#), "{config}");
     }
 
     #[test]
@@ -523,6 +538,8 @@ mod tests {
             "fn",
             "toka",
             "Toka",
+            "Self",
+            "WitBindgen",
             too_long.as_str(),
         ] {
             let err = new_agent(tmp.path(), name).unwrap_err();
@@ -552,14 +569,14 @@ mod tests {
     }
 
     #[test]
-    fn event_segments_are_snake_case_and_fit() {
-        assert_eq!(event_segment("MyAgent"), "my_agent");
-        assert_eq!(event_segment("my-agent"), "my_agent");
-        assert_eq!(event_segment("HTTPServer"), "http_server");
-        assert_eq!(event_segment("agent2Go"), "agent2_go");
-        assert_eq!(event_segment("My_Agent"), "my_agent");
+    fn snake_names_are_snake_case_and_fit() {
+        assert_eq!(snake_name("MyAgent"), "my_agent");
+        assert_eq!(snake_name("my-agent"), "my_agent");
+        assert_eq!(snake_name("HTTPServer"), "http_server");
+        assert_eq!(snake_name("agent2Go"), "agent2_go");
+        assert_eq!(snake_name("My_Agent"), "my_agent");
         let long: String = "aB".repeat(MAX_NAME_LEN / 2);
-        assert!(event_segment(&long).len() <= MAX_SEGMENT_LEN);
+        assert!(snake_name(&long).len() <= MAX_SEGMENT_LEN);
     }
 
     #[test]
