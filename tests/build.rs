@@ -9,13 +9,28 @@ fn main() {
     let guests = toka_guest_build::build(&target, &modules);
     let mut out = String::new();
     writeln!(out, "/// Directory holding every guest component.").unwrap();
-    writeln!(out, "pub const GUESTS_DIR: &str = {:?};", guests.dir.display().to_string()).unwrap();
+    writeln!(
+        out,
+        "pub const GUESTS_DIR: &str = {:?};",
+        guests.dir.display().to_string()
+    )
+    .unwrap();
     for (name, path) in &guests.modules {
         writeln!(out, "/// Path of the `{name}` guest component.").unwrap();
-        writeln!(out, "pub const {}: &str = {:?};", name.to_uppercase(), path.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "pub const {}: &str = {:?};",
+            name.to_uppercase(),
+            path.display().to_string()
+        )
+        .unwrap();
     }
     writeln!(out, "/// Calls `$mac!(guest_name)` for every guest.").unwrap();
-    writeln!(out, "#[macro_export]\nmacro_rules! foreach_guest {{ ($mac:ident) => {{").unwrap();
+    writeln!(
+        out,
+        "#[macro_export]\nmacro_rules! foreach_guest {{ ($mac:ident) => {{"
+    )
+    .unwrap();
     for (name, _) in &guests.modules {
         writeln!(out, "    $mac!({name});").unwrap();
     }

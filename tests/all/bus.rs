@@ -4,7 +4,12 @@ use toka_runtime::Runtime;
 use toka_tests::{Recorder, config, logs};
 
 /// Run `rt` in the background; returns a handle to stop it and the join.
-fn start(rt: Runtime) -> (toka_runtime::ShutdownHandle, tokio::task::JoinHandle<toka_runtime::Report>) {
+fn start(
+    rt: Runtime,
+) -> (
+    toka_runtime::ShutdownHandle,
+    tokio::task::JoinHandle<toka_runtime::Report>,
+) {
     let stop = rt.shutdown_handle();
     let run = tokio::spawn(async move { rt.run_until(std::future::pending()).await.unwrap() });
     (stop, run)
@@ -25,7 +30,13 @@ async fn subscription_filters_what_an_agent_sees() {
     let rec = Recorder::new(&["probe.seen"]);
     rt.register("recorder", rec.clone()).unwrap();
     let cx = rt.injector("test");
-    for kind in ["payments.done", "orders.created", "orders.eu.created", "orders", "orders.paid"] {
+    for kind in [
+        "payments.done",
+        "orders.created",
+        "orders.eu.created",
+        "orders",
+        "orders.paid",
+    ] {
         cx.publish(kind, kind.as_bytes().to_vec()).unwrap();
     }
     let (stop, run) = start(rt);
@@ -34,7 +45,10 @@ async fn subscription_filters_what_an_agent_sees() {
     run.await.unwrap();
     assert_eq!(
         seen,
-        vec!["orders.created|test|orders.created", "orders.paid|test|orders.paid"],
+        vec![
+            "orders.created|test|orders.created",
+            "orders.paid|test|orders.paid"
+        ],
         "only kinds matching orders.* reach the agent"
     );
 }
@@ -59,17 +73,24 @@ async fn publish_outside_grant_is_an_error_value_and_agent_goes_on() {
     let rec = Recorder::new(&["probe.result", "orders.>"]);
     rt.register("recorder", rec.clone()).unwrap();
     let cx = rt.injector("test");
-    cx.publish("narrow.cmd", "publish orders.created x").unwrap();
+    cx.publish("narrow.cmd", "publish orders.created x")
+        .unwrap();
     cx.publish("narrow.cmd", "publish probe.seen x").unwrap();
     cx.publish("probe.cmd", "publish toka.tick x").unwrap();
-    cx.publish("probe.cmd", "publish toka.agent.started x").unwrap();
+    cx.publish("probe.cmd", "publish toka.agent.started x")
+        .unwrap();
     cx.publish("probe.cmd", "publish bad..kind x").unwrap();
-    cx.publish("probe.cmd", "publish orders.created fine").unwrap();
+    cx.publish("probe.cmd", "publish orders.created fine")
+        .unwrap();
     let (stop, run) = start(rt);
     let results = rec.wait_kind("probe.result", 6).await;
     stop.shutdown();
     let report = run.await.unwrap();
-    let mut narrow: Vec<&str> = results.iter().map(String::as_str).filter(|r| r.starts_with("err")).collect();
+    let mut narrow: Vec<&str> = results
+        .iter()
+        .map(String::as_str)
+        .filter(|r| r.starts_with("err"))
+        .collect();
     narrow.sort();
     assert_eq!(
         narrow,
@@ -82,8 +103,16 @@ async fn publish_outside_grant_is_an_error_value_and_agent_goes_on() {
         ],
         "outside the grant, and toka.* even under a `*` grant, are denied as values"
     );
-    assert_eq!(rec.payloads("orders.created"), vec!["fine"], "the granted publish went through");
-    assert_eq!(report.agent("probe").unwrap().faults, 0, "a denial never traps the agent");
+    assert_eq!(
+        rec.payloads("orders.created"),
+        vec!["fine"],
+        "the granted publish went through"
+    );
+    assert_eq!(
+        report.agent("probe").unwrap().faults,
+        0,
+        "a denial never traps the agent"
+    );
     assert_eq!(report.agent("narrow").unwrap().faults, 0);
     // Two denied commands, plus its own `probe.init` and two `probe.seen`
     // publishes, all outside its one-kind grant.
@@ -133,7 +162,11 @@ async fn each_agent_sees_events_in_publish_order() {
                 text.rsplit('|').next().unwrap().parse().unwrap()
             })
             .collect();
-        assert_eq!(seq, (0..N).collect::<Vec<_>>(), "agent {agent} saw events out of order");
+        assert_eq!(
+            seq,
+            (0..N).collect::<Vec<_>>(),
+            "agent {agent} saw events out of order"
+        );
     }
 }
 
@@ -162,7 +195,10 @@ async fn ticks_arrive_globally_and_on_an_agents_own_period() {
     rt.register("recorder", rec.clone()).unwrap();
     let (stop, run) = start(rt);
     rec.wait_for("3 ticks handled by `global`", |evs| {
-        evs.iter().filter(|e| &*e.source == "global" && e.kind.as_str() == "probe.seen").count() >= 3
+        evs.iter()
+            .filter(|e| &*e.source == "global" && e.kind.as_str() == "probe.seen")
+            .count()
+            >= 3
     })
     .await;
     stop.shutdown();
@@ -203,7 +239,10 @@ async fn own_period_ticks_reach_only_that_agent() {
     stop.shutdown();
     run.await.unwrap();
     assert!(seen.iter().all(|s| s.starts_with("toka.tick|toka|")));
-    assert!(rec.payloads("toka.tick").is_empty(), "per-agent ticks are not broadcast");
+    assert!(
+        rec.payloads("toka.tick").is_empty(),
+        "per-agent ticks are not broadcast"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,8 +268,7 @@ async fn init_receives_the_agents_free_form_keys() {
     stop.shutdown();
     run.await.unwrap();
     assert_eq!(
-        init[0],
-        "greeting=hello world\nanswer=42\nenabled=true\nports=[1, 2]\n",
+        init[0], "greeting=hello world\nanswer=42\nenabled=true\nports=[1, 2]\n",
         "free-form keys in file order, runtime keys (name, publish, limits) left out"
     );
 }
@@ -325,5 +363,9 @@ async fn a_full_mailbox_drops_for_that_agent_only() {
     let small = report.agent("small").unwrap();
     assert_eq!(small.handled, 4, "the first four were kept");
     assert_eq!(small.dropped, 16, "the rest were dropped and counted");
-    assert_eq!(report.agent("recorder").unwrap().handled, 20, "other subscribers lost nothing");
+    assert_eq!(
+        report.agent("recorder").unwrap().handled,
+        20,
+        "other subscribers lost nothing"
+    );
 }

@@ -56,15 +56,26 @@ async fn fault_then_recover(command: &str, reason: &str) {
     let results = rec.wait_kind("probe.result", 1).await;
     stop.shutdown();
     let report = run.await.unwrap().unwrap();
-    assert_eq!(results, vec!["ok:1"], "the restarted instance is fresh and handles the next event");
+    assert_eq!(
+        results,
+        vec!["ok:1"],
+        "the restarted instance is fresh and handles the next event"
+    );
     let dl = dead_letters(&rec);
     assert_eq!(dl.len(), 1, "{dl:?}");
     assert_eq!(dl[0]["agent"], "victim");
     assert_eq!(dl[0]["kind"], "victim.cmd");
     assert_eq!(dl[0]["reason"], reason, "{dl:?}");
     let victim = report.agent("victim").unwrap();
-    assert_eq!((victim.faults, victim.starts, victim.quarantined), (1, 2, false));
-    assert_eq!(report.agent("healthy").unwrap().handled, 50, "the healthy agent lost nothing");
+    assert_eq!(
+        (victim.faults, victim.starts, victim.quarantined),
+        (1, 2, false)
+    );
+    assert_eq!(
+        report.agent("healthy").unwrap().handled,
+        50,
+        "the healthy agent lost nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,13 +122,22 @@ async fn repeated_faults_quarantine_the_agent() {
     let report = run.await.unwrap().unwrap();
     let q: Value = serde_json::from_str(&q[0]).unwrap();
     assert_eq!(q["agent"], "victim");
-    assert_eq!(q["failures"], 4, "max_restarts = 3: the fourth fault quarantines");
+    assert_eq!(
+        q["failures"], 4,
+        "max_restarts = 3: the fourth fault quarantines"
+    );
     let victim = report.agent("victim").unwrap();
     assert!(victim.quarantined);
     assert_eq!(victim.faults, 4);
-    assert!(rec.payloads("probe.result").is_empty(), "a quarantined agent handles nothing");
+    assert!(
+        rec.payloads("probe.result").is_empty(),
+        "a quarantined agent handles nothing"
+    );
     assert_eq!(report.agent("healthy").unwrap().handled, 20);
-    assert_eq!(report.abandoned, 0, "discarded events do not hold up the drain");
+    assert_eq!(
+        report.abandoned, 0,
+        "discarded events do not hold up the drain"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,14 +158,31 @@ async fn wasi_grants_nothing_by_default() {
     logs();
     let (rt, rec) = setup("");
     let cx = rt.injector("test");
-    for cmd in ["env", "read /etc/passwd", "read .", "connect 127.0.0.1:1", "print hello from the guest"] {
+    for cmd in [
+        "env",
+        "read /etc/passwd",
+        "read .",
+        "connect 127.0.0.1:1",
+        "print hello from the guest",
+    ] {
         cx.publish("victim.cmd", cmd).unwrap();
     }
     rt.run_until(async {}).await.unwrap();
     let results = rec.payloads("probe.result");
     assert_eq!(results[0], "ok:0:0", "no env vars, no args");
-    assert!(results[1].starts_with("err:"), "no filesystem: {}", results[1]);
-    assert!(results[2].starts_with("err:"), "no filesystem: {}", results[2]);
+    assert!(
+        results[1].starts_with("err:"),
+        "no filesystem: {}",
+        results[1]
+    );
+    assert!(
+        results[2].starts_with("err:"),
+        "no filesystem: {}",
+        results[2]
+    );
     assert!(results[3].starts_with("err:"), "no sockets: {}", results[3]);
-    assert_eq!(results[4], "ok", "stdout is accepted (and goes to the host log)");
+    assert_eq!(
+        results[4], "ok",
+        "stdout is accepted (and goes to the host log)"
+    );
 }

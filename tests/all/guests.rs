@@ -102,5 +102,9 @@ async fn probe() {
         cx.publish("probe.cmd", "count").unwrap();
     }
     rt.run_until(async {}).await.unwrap();
-    assert_eq!(rec.payloads("probe.result"), vec!["ok:1", "ok:2", "ok:3"], "state persists across calls");
+    assert_eq!(
+        rec.payloads("probe.result"),
+        vec!["ok:1", "ok:2", "ok:3"],
+        "state persists across calls"
+    );
 }

@@ -28,8 +28,13 @@ fn try_module(bytes: &[u8]) -> String {
     let err = plan.failed[0].1.to_string();
     assert!(err.contains("bad.wasm"), "names the file: {err}");
     let strict = Runtime::with_options(config(&toml), RuntimeOptions { strict: true });
-    let strict_err = strict.expect_err("strict mode refuses to build").to_string();
-    assert!(strict_err.contains("bad.wasm") && strict_err.contains("`bad`"), "{strict_err}");
+    let strict_err = strict
+        .expect_err("strict mode refuses to build")
+        .to_string();
+    assert!(
+        strict_err.contains("bad.wasm") && strict_err.contains("`bad`"),
+        "{strict_err}"
+    );
     err
 }
 
@@ -58,7 +63,10 @@ fn truncated_component() {
 fn component_without_the_agent_world() {
     // The smallest valid component: a header and nothing else.
     let err = try_module(b"\0asm\x0d\0\x01\0");
-    assert!(err.contains("does not export the Toka agent world"), "{err}");
+    assert!(
+        err.contains("does not export the Toka agent world"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -71,6 +79,14 @@ fn missing_file() {
     ))
     .unwrap();
     let err = rt.plan().failed[0].1.to_string();
-    assert!(err.contains(&Path::new(toka_tests::GUESTS_DIR).join("ghost.wasm").display().to_string()), "{err}");
+    assert!(
+        err.contains(
+            &Path::new(toka_tests::GUESTS_DIR)
+                .join("ghost.wasm")
+                .display()
+                .to_string()
+        ),
+        "{err}"
+    );
     assert!(err.contains("cannot read"), "{err}");
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 use toka_core::{Agent, Context, Event, PatternSet, RuntimeConfig};
+use tokio::sync::Notify;
 
 include!(concat!(env!("OUT_DIR"), "/gen.rs"));
 
@@ -33,7 +33,9 @@ pub struct Recorder {
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder").field("events", &self.events.lock().len()).finish()
+        f.debug_struct("Recorder")
+            .field("events", &self.events.lock().len())
+            .finish()
     }
 }
 

@@ -340,7 +340,7 @@ impl RuntimeConfig {
         }
 
         let agents = match root.get("agents") {
-            Some(node) => doc.agents(node, base_dir, &modules_dir, &limits)?,
+            Some(node) => doc.agents(node, &modules_dir, &limits)?,
             None => Vec::new(),
         };
 
@@ -605,7 +605,6 @@ impl Doc<'_> {
     fn agents(
         &self,
         node: &Node<'_>,
-        base_dir: &Path,
         modules_dir: &Path,
         defaults: &Limits,
     ) -> Result<Vec<AgentConfig>> {
@@ -1308,7 +1307,10 @@ ratio = 0.5
             parse("modules_dir = \"wasm\"\n[[agents]]\nname = \"A\"\nmodule = \"bin/a.wasm\"\n")
                 .unwrap();
         assert_eq!(cfg.modules_dir, PathBuf::from("/etc/toka/wasm"));
-        assert_eq!(cfg.agents[0].module, PathBuf::from("/etc/toka/wasm/bin/a.wasm"));
+        assert_eq!(
+            cfg.agents[0].module,
+            PathBuf::from("/etc/toka/wasm/bin/a.wasm")
+        );
         assert!(cfg.agents[0].module_explicit);
     }
 

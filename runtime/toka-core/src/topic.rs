@@ -323,10 +323,7 @@ mod tests {
         assert_eq!(validate_kind("orders.*"), Err(TopicError::Wildcard));
         assert_eq!(validate_kind("orders."), Err(TopicError::EmptySegment));
         assert_eq!(validate_kind(""), Err(TopicError::Empty));
-        assert_eq!(
-            validate_kind(&"a.".repeat(200)),
-            Err(TopicError::TooLong)
-        );
+        assert_eq!(validate_kind(&"a.".repeat(200)), Err(TopicError::TooLong));
     }
 
     #[test]

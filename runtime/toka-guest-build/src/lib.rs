@@ -12,7 +12,6 @@
 //!   into the wasm build;
 //! - copies the resulting components into one flat directory.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,10 +51,17 @@ fn ensure_target() {
         .args(["target", "list", "--installed"])
         .output();
     match installed {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == TARGET) => {}
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET) => {}
         Ok(_) => {
-            println!("cargo:warning=installing the {TARGET} target with rustup (needed for the guests)");
-            let status = Command::new("rustup").args(["target", "add", TARGET]).status();
+            println!(
+                "cargo:warning=installing the {TARGET} target with rustup (needed for the guests)"
+            );
+            let status = Command::new("rustup")
+                .args(["target", "add", TARGET])
+                .status();
             if !matches!(status, Ok(s) if s.success()) {
                 panic!(
                     "could not install the {TARGET} Rust target, which the example and test \
@@ -74,14 +80,34 @@ fn ensure_target() {
 /// be the outer build's target directory.
 pub fn build(target_dir: &Path, out_dir: &Path) -> Guests {
     let guests = guests_dir();
-    println!("cargo:rerun-if-changed={}", guests.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", guests.join("Cargo.lock").display());
-    println!("cargo:rerun-if-changed={}", workspace_root().join("wit").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        guests.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        guests.join("Cargo.lock").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace_root().join("wit").display()
+    );
+    // Each guest crate sits in a directory of its own name.
+    let mut names = Vec::new();
     for entry in fs::read_dir(&guests).expect("read guests/") {
         let path = entry.expect("guests/ entry").path();
         if path.join("Cargo.toml").exists() {
             println!("cargo:rerun-if-changed={}", path.join("src").display());
-            println!("cargo:rerun-if-changed={}", path.join("Cargo.toml").display());
+            println!(
+                "cargo:rerun-if-changed={}",
+                path.join("Cargo.toml").display()
+            );
+            names.push(
+                path.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('-', "_"),
+            );
         }
     }
     ensure_target();
@@ -97,17 +123,24 @@ pub fn build(target_dir: &Path, out_dir: &Path) -> Guests {
         .env_remove("CARGO_MAKEFLAGS")
         .env_remove("RUSTC_WORKSPACE_WRAPPER");
     let status = cmd.status().expect("spawn cargo for the guests");
-    assert!(status.success(), "building the guests in {} failed", guests.display());
+    assert!(
+        status.success(),
+        "building the guests in {} failed",
+        guests.display()
+    );
 
     let built = target_dir.join(TARGET).join("release");
     fs::create_dir_all(out_dir).expect("create the modules directory");
     let mut modules = Vec::new();
-    for entry in fs::read_dir(&built).expect("read the guest build output") {
-        let path = entry.expect("entry").path();
-        if path.extension() != Some(OsStr::new("wasm")) {
-            continue;
-        }
-        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+    // Only this workspace's guests: the build directory may be shared with
+    // other crates (the `toka new agent` test reuses it).
+    for name in names {
+        let path = built.join(format!("{name}.wasm"));
+        assert!(
+            path.exists(),
+            "guest `{name}` produced no {}",
+            path.display()
+        );
         let dest = out_dir.join(path.file_name().unwrap());
         // Copy only on change so the demo dir's mtimes stay stable for the compile cache.
         if fs::read(&dest).ok() != fs::read(&path).ok() {

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
-use tokio::sync::Notify;
 use toka_core::event::{kinds, now_ms};
 use toka_core::{Event, Kind, PatternSet, PublishError};
+use tokio::sync::Notify;
 
 use crate::mailbox::{Delivery, Mailbox};
 

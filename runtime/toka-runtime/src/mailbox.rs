@@ -157,7 +157,11 @@ mod tests {
         let mut out = VecDeque::new();
         mb.drain_into(&mut out, 10);
         let ids: Vec<u64> = out.iter().map(|e| e.id).collect();
-        assert_eq!(ids, vec![1, 2], "oldest kept, newest dropped, order preserved");
+        assert_eq!(
+            ids,
+            vec![1, 2],
+            "oldest kept, newest dropped, order preserved"
+        );
         assert!(mb.is_empty());
         assert_eq!(mb.push(ev(4)), Delivery::Queued);
     }

@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::Notify;
 use toka_core::{Agent, Context, Event, PatternSet};
+use tokio::sync::Notify;
 
 use crate::bus::Bus;
 use crate::mailbox::{Mailbox, Wake};

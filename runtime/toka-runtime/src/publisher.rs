@@ -149,27 +149,42 @@ mod tests {
     #[test]
     fn checks_in_order() {
         let p = publisher(&["orders.>", "*"], 4, None);
-        assert!(matches!(p.publish("bad kind", Bytes::new()), Err(PublishError::Invalid(_))));
-        assert_eq!(p.publish("toka.tick", Bytes::new()), Err(PublishError::AccessDenied));
+        assert!(matches!(
+            p.publish("bad kind", Bytes::new()),
+            Err(PublishError::Invalid(_))
+        ));
+        assert_eq!(
+            p.publish("toka.tick", Bytes::new()),
+            Err(PublishError::AccessDenied)
+        );
         assert_eq!(
             p.publish("orders.created", Bytes::from_static(b"12345")),
             Err(PublishError::TooLarge(4))
         );
-        assert!(p.publish("orders.created", Bytes::from_static(b"1234")).is_ok());
+        assert!(
+            p.publish("orders.created", Bytes::from_static(b"1234"))
+                .is_ok()
+        );
         assert_eq!(p.denied(), 3);
     }
 
     #[test]
     fn empty_grant_denies_everything() {
         let p = publisher(&[], 1024, None);
-        assert_eq!(p.publish("orders.created", Bytes::new()), Err(PublishError::AccessDenied));
+        assert_eq!(
+            p.publish("orders.created", Bytes::new()),
+            Err(PublishError::AccessDenied)
+        );
     }
 
     #[test]
     fn native_grant_still_excludes_runtime_kinds() {
         let p = AgentPublisher::new("n".into(), PublishGrant::AnyUserKind, 10, None, Bus::new());
         assert!(p.publish("anything.at.all", Bytes::new()).is_ok());
-        assert_eq!(p.publish("toka.agent.started", Bytes::new()), Err(PublishError::AccessDenied));
+        assert_eq!(
+            p.publish("toka.agent.started", Bytes::new()),
+            Err(PublishError::AccessDenied)
+        );
     }
 
     #[test]
@@ -177,6 +192,9 @@ mod tests {
         let p = publisher(&["a.>"], 10, Some((1, 2)));
         assert!(p.publish("a.b", Bytes::new()).is_ok());
         assert!(p.publish("a.b", Bytes::new()).is_ok());
-        assert_eq!(p.publish("a.b", Bytes::new()), Err(PublishError::RateLimited));
+        assert_eq!(
+            p.publish("a.b", Bytes::new()),
+            Err(PublishError::RateLimited)
+        );
     }
 }

@@ -58,7 +58,11 @@ fn patterns(p: &PatternSet) -> String {
     if p.is_empty() {
         return "(nothing)".into();
     }
-    p.patterns().iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+    p.patterns()
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for Plan {
@@ -69,7 +73,12 @@ impl fmt::Display for Plan {
             self.buffer_size,
             humantime::format_duration(self.tick)
         )?;
-        writeln!(f, "agents: {} ready, {} failed", self.agents.len(), self.failed.len())?;
+        writeln!(
+            f,
+            "agents: {} ready, {} failed",
+            self.agents.len(),
+            self.failed.len()
+        )?;
         for a in &self.agents {
             match &a.kind {
                 AgentKind::Wasm(path) => writeln!(f, "  {} (wasm: {})", a.name, path.display())?,
@@ -81,7 +90,11 @@ impl fmt::Display for Plan {
                 None => writeln!(f, "    publish:   any non-runtime kind")?,
             }
             if let Some(every) = a.every {
-                writeln!(f, "    ticks:     own, every {}", humantime::format_duration(every))?;
+                writeln!(
+                    f,
+                    "    ticks:     own, every {}",
+                    humantime::format_duration(every)
+                )?;
             }
             if let Some(l) = &a.limits {
                 writeln!(

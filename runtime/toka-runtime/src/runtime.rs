@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::{Notify, watch};
 use toka_core::config::EventBusConfig;
 use toka_core::{Agent, Context, RuntimeConfig};
+use tokio::sync::{Notify, watch};
 use wasmtime::Engine;
 
 use crate::bus::{Bus, Subscriber};
@@ -76,7 +76,9 @@ impl std::fmt::Debug for Runtime {
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name != toka_core::event::kinds::RUNTIME_SOURCE
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Runtime {
@@ -338,11 +340,15 @@ impl Runtime {
         for t in tick_tasks {
             let _ = t.await;
         }
-        let abandoned = match tokio::time::timeout(bus_config.drain_timeout, bus.wait_idle()).await {
+        let abandoned = match tokio::time::timeout(bus_config.drain_timeout, bus.wait_idle()).await
+        {
             Ok(()) => 0,
             Err(_) => {
                 let left = bus.in_flight();
-                tracing::warn!(abandoned = left, "drain deadline passed; abandoning queued events");
+                tracing::warn!(
+                    abandoned = left,
+                    "drain deadline passed; abandoning queued events"
+                );
                 left
             }
         };

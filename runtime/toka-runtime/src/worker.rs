@@ -282,7 +282,10 @@ fn start(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
 fn run_batch(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
     let mut handled = 0u64;
     while let Some(event) = slot.pending.pop_front() {
-        let instance = slot.instance.as_mut().expect("running agents have an instance");
+        let instance = slot
+            .instance
+            .as_mut()
+            .expect("running agents have an instance");
         match instance.handle(&event) {
             Ok(()) => {}
             Err(CallError::Returned(msg)) => {
@@ -304,7 +307,13 @@ fn run_batch(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
     }
 }
 
-fn fault_on_event(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot, event: &Event, f: &Fault) {
+fn fault_on_event(
+    cx: &WorkerContext,
+    agent: &WasmAgent,
+    slot: &mut Slot,
+    event: &Event,
+    f: &Fault,
+) {
     cx.bus.publish_system(
         kinds::DEAD_LETTER,
         json(serde_json::json!({
@@ -318,7 +327,13 @@ fn fault_on_event(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot, event:
     fault(cx, agent, slot, Some(event), &f.to_string());
 }
 
-fn fault(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot, event: Option<&Event>, reason: &str) {
+fn fault(
+    cx: &WorkerContext,
+    agent: &WasmAgent,
+    slot: &mut Slot,
+    event: Option<&Event>,
+    reason: &str,
+) {
     agent.counters.faults.fetch_add(1, Ordering::Relaxed);
     slot.instance = None;
     let verdict = slot.supervisor.fault(Instant::now());
@@ -355,7 +370,12 @@ fn fault(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot, event: Option<&
             agent.mailbox.close();
             let n = agent.mailbox.clear() + std::mem::take(&mut slot.pending).len();
             cx.bus.done(n as u64);
-            tracing::error!(agent = agent.name(), failures, reason, "agent quarantined after repeated faults; its events are discarded");
+            tracing::error!(
+                agent = agent.name(),
+                failures,
+                reason,
+                "agent quarantined after repeated faults; its events are discarded"
+            );
             cx.bus.publish_system(
                 kinds::AGENT_QUARANTINED,
                 json(serde_json::json!({ "agent": agent.name(), "failures": failures, "reason": reason })),

@@ -16,7 +16,11 @@ use toka_core::RuntimeConfig;
 use toka_runtime::{Runtime, RuntimeOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "toka", version, about = "Run untrusted WebAssembly agents on an event bus, each with only the capabilities you grant.")]
+#[command(
+    name = "toka",
+    version,
+    about = "Run untrusted WebAssembly agents on an event bus, each with only the capabilities you grant."
+)]
 struct Cli {
     /// Log format (the level comes from RUST_LOG, default `info`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -92,7 +96,9 @@ fn bad(e: impl Into<anyhow::Error>) -> anyhow::Error {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -186,7 +192,10 @@ fn main() -> ExitCode {
             what: New::Agent { name, dir },
         } => scaffold::new_agent(&dir, &name).map(|path| {
             println!("created agent crate {}", path.display());
-            println!("build it:  cd {} && cargo build --release --target wasm32-wasip2", path.display());
+            println!(
+                "build it:  cd {} && cargo build --release --target wasm32-wasip2",
+                path.display()
+            );
             println!("run it:    toka run {}/toka.toml --for 5s", path.display());
         }),
     };

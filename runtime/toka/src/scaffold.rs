@@ -104,8 +104,8 @@ name = "{{snake}}"
 crate-type = ["cdylib"]
 
 [dependencies]
-# Only the proc macro and the allocator hook the generated bindings need;
-# the default features would pull in code a guest never runs.
+# Only the bindings macro and the allocator hook they call: the default
+# features add async support and extra dependencies this agent never uses.
 wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
 
 # Keeps this crate standalone even when created inside another cargo
@@ -193,7 +193,7 @@ impl Guest for Component {
         // Ticks carry their sequence number as 8 little-endian bytes.
         let tick = <[u8; 8]>::try_from(event.payload.as_slice())
             .map(u64::from_le_bytes)
-            .map_err(|_| format!("toka.tick payload of {} bytes, expected 8", event.payload.len()))?;
+            .map_err(|_| format!("toka.tick payload of {} bytes", event.payload.len()))?;
 
         match publish(HEARTBEAT, tick.to_string().as_bytes()) {
             Ok(id) => {
@@ -306,11 +306,16 @@ const GITIGNORE: &str = "/target\n";
 
 /// Create a new agent crate named `name` inside `parent` (creates `parent/<name>/`).
 ///
-/// Returns the created directory. Fails (anyhow error with context naming the
-/// path) if the directory already exists and is non-empty, or if `name` is not
-/// a valid crate name (1-64 chars, ASCII letters/digits/`_`/`-`, starting with
-/// a letter; Rust keywords and a few names that would break the build or the
-/// generated config, such as `std` or `toka`, are refused too).
+/// Returns the created directory. An existing empty directory is filled in.
+///
+/// # Errors
+///
+/// Fails, with context naming the path, if the directory already exists and
+/// is non-empty (or is not a directory), if a file cannot be written, or if
+/// `name` is not a valid crate name: 1-64 characters of ASCII letters,
+/// digits, `_` and `-`, starting with a letter. Rust keywords and a few names
+/// that would break the build or the generated config (such as `std`,
+/// `wit_bindgen` or `toka`) are refused too.
 pub fn new_agent(parent: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let dir = parent.join(name);
     check_name(name).with_context(|| format!("cannot create agent at {}", dir.display()))?;
@@ -343,9 +348,6 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     let Some(first) = name.chars().next() else {
         bail!("the agent name is empty");
     };
-    if name.len() > MAX_NAME_LEN {
-        bail!("the agent name `{name}` is longer than {MAX_NAME_LEN} characters");
-    }
     if !first.is_ascii_alphabetic() {
         bail!("the agent name `{name}` must start with an ASCII letter");
     }
@@ -354,6 +356,10 @@ fn check_name(name: &str) -> anyhow::Result<()> {
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
     {
         bail!("the agent name `{name}` contains {bad:?} (allowed: A-Z a-z 0-9 _ -)");
+    }
+    // Checked after the characters, so bytes and characters are the same.
+    if name.len() > MAX_NAME_LEN {
+        bail!("the agent name `{name}` is longer than {MAX_NAME_LEN} characters");
     }
     // The snake form is what becomes the library name and the event
     // namespace, so that is what must not collide (`Toka` would otherwise
@@ -365,9 +371,9 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// Refuses to scaffold over existing work, but accepts an empty directory
-/// because users often `mkdir` first.
+/// (or a link to one) because users often `mkdir` first.
 fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
-    match fs::symlink_metadata(dir) {
+    match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {
             let mut entries = fs::read_dir(dir)
                 .with_context(|| format!("cannot read directory {}", dir.display()))?;
@@ -389,7 +395,7 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// snake_case of the name (`MyAgent` and `my-agent` both give `my_agent`):
+/// The `snake_case` form of the name (`MyAgent` and `my-agent` both give `my_agent`):
 /// the generated library's name and the first segment of the agent's event
 /// kinds. A library name rustc would warn about is avoided, and the kinds
 /// read like the ones the runtime and the example agents use.
@@ -404,7 +410,7 @@ fn snake_name(name: &str) -> String {
             // `HTTPServer` -> `http_server`, `agent2Go` -> `agent2_go`.
             let boundary = match prev {
                 Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
-                Some(p) if p.is_ascii_uppercase() => next.is_some_and(|n| n.is_ascii_lowercase()),
+                Some(p) if p.is_ascii_uppercase() => next.is_some_and(char::is_ascii_lowercase),
                 _ => false,
             };
             if boundary && !out.ends_with('_') {
@@ -439,16 +445,13 @@ fn render(template: &str, vars: &[(&str, &str)]) -> String {
                 .find(|(k, _)| *k == key)
                 .map(|(_, v)| (*v, end + 2))
         });
-        match value {
-            Some((value, consumed)) => {
-                out.push_str(value);
-                rest = &after[consumed..];
-            }
+        if let Some((value, consumed)) = value {
+            out.push_str(value);
+            rest = &after[consumed..];
+        } else {
             // Not one of ours: keep the braces literally.
-            None => {
-                out.push_str("{{");
-                rest = after;
-            }
+            out.push_str("{{");
+            rest = after;
         }
     }
     out.push_str(rest);
@@ -531,6 +534,7 @@ mod tests {
         let too_long = "a".repeat(MAX_NAME_LEN + 1);
         for name in [
             "",
+            "né",
             "9lives",
             "has space",
             "_x",

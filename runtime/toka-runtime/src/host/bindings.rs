@@ -5,7 +5,10 @@
 //! kind, source and payload to the guest straight from the shared
 //! `Arc<Event>`, without copying them into owned Rust values first.
 
-#![expect(missing_docs, reason = "generated code; the WIT itself is documented item by item")]
+#![expect(
+    missing_docs,
+    reason = "generated code; the WIT itself is documented item by item"
+)]
 
 wasmtime::component::bindgen!({
     world: "agent",

@@ -58,7 +58,9 @@ pub fn capability(name: &str) -> &'static str {
 
 fn item(engine: &Engine, name: &str, ty: &ComponentItem) -> Item {
     let functions = match ty {
-        ComponentItem::ComponentInstance(inst) => inst.exports(engine).map(|(n, _)| n.to_string()).collect(),
+        ComponentItem::ComponentInstance(inst) => {
+            inst.exports(engine).map(|(n, _)| n.to_string()).collect()
+        }
         ComponentItem::ComponentFunc(_) => vec![name.to_string()],
         _ => Vec::new(),
     };
@@ -80,8 +82,14 @@ pub fn inspect(
     })?;
     let component = module::compile(engine, path, &bytes)?;
     let ty = component.component_type();
-    let imports = ty.imports(engine).map(|(n, e)| item(engine, n, &e.ty)).collect();
-    let exports = ty.exports(engine).map(|(n, e)| item(engine, n, &e.ty)).collect();
+    let imports = ty
+        .imports(engine)
+        .map(|(n, e)| item(engine, n, &e.ty))
+        .collect();
+    let exports = ty
+        .exports(engine)
+        .map(|(n, e)| item(engine, n, &e.ty))
+        .collect();
     let runnable = module::prelink(linker, path, component)
         .map(drop)
         .map_err(|e| e.reason);
@@ -96,7 +104,12 @@ pub fn inspect(
 
 impl fmt::Display for Inspection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} ({} bytes, component)", self.path.display(), self.size)?;
+        writeln!(
+            f,
+            "{} ({} bytes, component)",
+            self.path.display(),
+            self.size
+        )?;
         match &self.runnable {
             Ok(()) => writeln!(f, "runnable as a Toka agent: yes")?,
             Err(why) => writeln!(f, "runnable as a Toka agent: no: {why}")?,

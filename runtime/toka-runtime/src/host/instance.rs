@@ -123,7 +123,9 @@ pub struct Instance {
 
 impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instance").field("state", self.store.data()).finish_non_exhaustive()
+        f.debug_struct("Instance")
+            .field("state", self.store.data())
+            .finish_non_exhaustive()
     }
 }
 
@@ -182,7 +184,10 @@ impl Instance {
     /// Call the guest's `init` with its configuration.
     pub fn init(&mut self, config: &[(String, String)]) -> Result<(), CallError> {
         Self::arm(&mut self.store, self.budget);
-        let pairs: Vec<(&str, &str)> = config.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let result = self
             .bindings
             .toka_runtime_handler()

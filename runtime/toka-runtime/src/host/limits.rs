@@ -82,11 +82,17 @@ mod tests {
             assert!(b.try_take_at(start));
         }
         assert!(!b.try_take_at(start), "burst exhausted");
-        assert!(b.try_take_at(start + Duration::from_millis(100)), "one token after 1/rate");
+        assert!(
+            b.try_take_at(start + Duration::from_millis(100)),
+            "one token after 1/rate"
+        );
         assert!(!b.try_take_at(start + Duration::from_millis(100)));
         for _ in 0..5 {
             assert!(b.try_take_at(start + Duration::from_secs(60)));
         }
-        assert!(!b.try_take_at(start + Duration::from_secs(60)), "never more than burst");
+        assert!(
+            !b.try_take_at(start + Duration::from_secs(60)),
+            "never more than burst"
+        );
     }
 }

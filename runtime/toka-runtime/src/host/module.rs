@@ -38,7 +38,9 @@ pub struct Module {
 
 impl std::fmt::Debug for Module {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Module").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Module")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,9 +58,11 @@ pub fn check_header(bytes: &[u8]) -> Result<(), String> {
         return Err("not a WebAssembly file (it does not start with the `\\0asm` header)".into());
     }
     if bytes[4..8] == CORE_LAYER {
-        return Err("this is a core WebAssembly module, not a component; build agents for \
+        return Err(
+            "this is a core WebAssembly module, not a component; build agents for \
              `--target wasm32-wasip2` (or wrap a core module with `wasm-tools component new`)"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
@@ -120,8 +124,16 @@ mod tests {
     #[test]
     fn header_checks_name_the_problem() {
         assert!(check_header(b"").unwrap_err().contains("empty"));
-        assert!(check_header(b"hello world").unwrap_err().contains("not a WebAssembly"));
-        assert!(check_header(b"\0asm\x01\0\0\0").unwrap_err().contains("core WebAssembly module"));
+        assert!(
+            check_header(b"hello world")
+                .unwrap_err()
+                .contains("not a WebAssembly")
+        );
+        assert!(
+            check_header(b"\0asm\x01\0\0\0")
+                .unwrap_err()
+                .contains("core WebAssembly module")
+        );
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
     }
 }

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use toka_core::PublishError;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
 use super::bindings::{bus, log, types};
 use super::stdio::{GuestOutput, Stream};
@@ -166,11 +168,21 @@ impl log::Host for HostState {
         let message = cut(&message, MAX_LOG_MESSAGE);
         let fields = Fields(&fields);
         match level {
-            log::Level::Trace => tracing::trace!(target: "toka::guest", agent, fields = %fields, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "toka::guest", agent, fields = %fields, "{message}"),
-            log::Level::Info => tracing::info!(target: "toka::guest", agent, fields = %fields, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "toka::guest", agent, fields = %fields, "{message}"),
-            log::Level::Error => tracing::error!(target: "toka::guest", agent, fields = %fields, "{message}"),
+            log::Level::Trace => {
+                tracing::trace!(target: "toka::guest", agent, fields = %fields, "{message}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "toka::guest", agent, fields = %fields, "{message}")
+            }
+            log::Level::Info => {
+                tracing::info!(target: "toka::guest", agent, fields = %fields, "{message}")
+            }
+            log::Level::Warn => {
+                tracing::warn!(target: "toka::guest", agent, fields = %fields, "{message}")
+            }
+            log::Level::Error => {
+                tracing::error!(target: "toka::guest", agent, fields = %fields, "{message}")
+            }
         }
     }
 }

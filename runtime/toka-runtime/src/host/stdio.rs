@@ -43,8 +43,12 @@ impl State {
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches('\r');
         match self.stream {
-            Stream::Stdout => tracing::info!(target: "toka::guest", agent = %self.agent, stream = "stdout", "{text}"),
-            Stream::Stderr => tracing::warn!(target: "toka::guest", agent = %self.agent, stream = "stderr", "{text}"),
+            Stream::Stdout => {
+                tracing::info!(target: "toka::guest", agent = %self.agent, stream = "stdout", "{text}")
+            }
+            Stream::Stderr => {
+                tracing::warn!(target: "toka::guest", agent = %self.agent, stream = "stderr", "{text}")
+            }
         }
         self.line.clear();
     }
@@ -143,7 +147,11 @@ impl Pollable for GuestOutput {
 }
 
 impl AsyncWrite for GuestOutput {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.0.lock().write(buf);
         Poll::Ready(Ok(buf.len()))
     }

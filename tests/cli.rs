@@ -1,0 +1,266 @@
+//! End-to-end tests of the `toka` binary: exit codes, messages an operator
+//! reads, the demo configs, `inspect`, and `new agent` producing a crate that
+//! builds and runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn modules() -> PathBuf {
+    root().join("target/modules")
+}
+
+fn toka(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_toka"))
+        .args(args)
+        .current_dir(root())
+        .env("RUST_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run toka")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("toka.toml");
+    let body = format!(
+        "modules_dir = {:?}\n{body}",
+        modules().display().to_string()
+    );
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn minimal_config_prints_the_loggers_ticks() {
+    let out = toka(&["run", "config/minimal.toml", "--for", "600ms"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("agent started") && log.contains("Logger"),
+        "{log}"
+    );
+    assert!(
+        log.contains(r#"kind="toka.tick""#),
+        "the logger logs tick events: {log}"
+    );
+    assert!(log.contains("runtime stopped"), "{log}");
+}
+
+#[test]
+fn demo_agents_talk() {
+    let out = toka(&["run", "config/demo.toml", "--for", "1500ms"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("Counter reached 10"),
+        "milestone reached and logged: {log}"
+    );
+}
+
+#[test]
+fn check_prints_the_plan() {
+    let out = toka(&["check", "config/demo.toml"]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(plan.contains("agents: 3 ready, 0 failed"), "{plan}");
+    assert!(plan.contains("subscribe: counter.value"), "{plan}");
+    assert!(plan.contains("publish:   counter.milestone"), "{plan}");
+    assert!(plan.contains("init keys: every_n"), "{plan}");
+}
+
+#[test]
+fn portable_shape_loads_and_warns_once_about_unknown_sections() {
+    let out = toka(&["check", "config/portable.toml"]);
+    let log = text(&out);
+    assert_eq!(
+        log.matches("ignoring config sections this build does not understand")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("drivers, providers, vault"), "{log}");
+    // Its agents' modules do not exist here: named, and check fails with 2.
+    assert!(log.contains("indexer_agent.wasm"), "{log}");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_toml_names_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[event_bus]\nbuffer_size = = 3\n");
+    let out = toka(&["run", cfg.to_str().unwrap()]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains(&format!("{}:3:", cfg.display())),
+        "file and line: {log}"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[event_bus]\nbuffer_size = \"big\"\n");
+    let out = toka(&["check", cfg.to_str().unwrap()]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains(&format!("{}:3:15: event_bus.buffer_size", cfg.display())),
+        "{log}"
+    );
+}
+
+#[test]
+fn unset_variable_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[agents]]\nname = \"Logger\"\ntoken = \"${TOKA_TEST_DEFINITELY_UNSET}\"\n",
+    );
+    let out = toka(&["check", cfg.to_str().unwrap()]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("TOKA_TEST_DEFINITELY_UNSET") && log.contains("agents[0].token"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("{}:4:", cfg.display())), "{log}");
+}
+
+#[test]
+fn broken_module_is_named_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.wasm");
+    std::fs::write(&bad, b"\0asm\x01\0\0\0").unwrap();
+    let body = format!(
+        "[[agents]]\nname = \"broken\"\nmodule = {:?}\n[[agents]]\nname = \"Logger\"\nsubscribe = [\"toka.tick\"]\n",
+        bad.display().to_string()
+    );
+    let cfg = write_config(dir.path(), &body);
+    let out = toka(&["run", cfg.to_str().unwrap(), "--for", "300ms"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "the other agents run: {log}");
+    assert!(
+        log.contains("broken.wasm") && log.contains("core WebAssembly module"),
+        "{log}"
+    );
+    assert!(
+        log.contains(r#"kind="toka.tick""#),
+        "Logger still ran: {log}"
+    );
+
+    let strict = toka(&["run", cfg.to_str().unwrap(), "--for", "300ms", "--strict"]);
+    let log = text(&strict);
+    assert_eq!(strict.status.code(), Some(2), "{log}");
+    assert!(log.contains("broken.wasm"), "{log}");
+    assert!(
+        !log.contains("runtime started"),
+        "strict refuses to start: {log}"
+    );
+}
+
+#[test]
+fn inspect_shows_imports_exports_and_capabilities() {
+    let counter = modules().join("counter.wasm");
+    let out = toka(&["inspect", counter.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(report.contains("runnable as a Toka agent: yes"), "{report}");
+    assert!(report.contains("toka:runtime/bus@0.1.0"), "{report}");
+    assert!(
+        report.contains("toka:runtime/handler@0.1.0 [event, init, handle]"),
+        "{report}"
+    );
+    assert!(report.contains("wasi:cli/environment"), "{report}");
+
+    let out = toka(&["inspect", "Cargo.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("not a WebAssembly file"));
+}
+
+#[test]
+fn new_agent_builds_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = toka(&[
+        "new",
+        "agent",
+        "hello-agent",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let krate = dir.path().join("hello-agent");
+    // Reuse the guests' build directory so wit-bindgen is not compiled again.
+    let target = root().join("target/guest-build");
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(&krate)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    let wasm = target.join("wasm32-wasip2/release/hello_agent.wasm");
+    assert!(wasm.exists());
+    let cfg = krate.join("toka.toml");
+    let config = std::fs::read_to_string(&cfg).unwrap();
+    // The scaffold's config points at the crate's own target dir; point it at ours.
+    let config = config.replace(
+        "target/wasm32-wasip2/release",
+        &target.join("wasm32-wasip2/release").display().to_string(),
+    );
+    std::fs::write(&cfg, config).unwrap();
+    let run = toka(&["run", cfg.to_str().unwrap(), "--for", "1200ms"]);
+    let log = text(&run);
+    assert_eq!(run.status.code(), Some(0), "{log}");
+    assert!(log.contains("hello-agent"), "{log}");
+    assert!(
+        log.contains(r#"kind="toka.tick""#),
+        "the new agent handled ticks: {log}"
+    );
+    assert!(log.contains("faults=0"), "{log}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(toka(&["run"]).status.code(), Some(2));
+    assert_eq!(toka(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(
+        toka(&["run", "config/minimal.toml", "--for", "soon"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn json_logs() {
+    let out = toka(&[
+        "--log-format",
+        "json",
+        "run",
+        "config/minimal.toml",
+        "--for",
+        "300ms",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0));
+    let first = stderr.lines().next().unwrap();
+    assert!(
+        first.starts_with('{') && first.contains("\"level\""),
+        "{first}"
+    );
+}
