@@ -1,0 +1,22 @@
+# Everyday recipes; each is a thin wrapper over cargo, so `just` is optional.
+
+# Run the minimal demo (builds the example guests first).
+demo:
+    cargo run --release -p toka -- run config/minimal.toml --for 3s
+
+# The several-agents demo.
+demo-talk:
+    cargo run --release -p toka -- run config/demo.toml --for 5s
+
+# The test suite (README's test command).
+test:
+    cargo test --release --workspace
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --release --workspace --all-targets -- -D warnings
+
+# Build only the guests (they are also built automatically by tests and the demo).
+guests:
+    cd guests && cargo build --release --target wasm32-wasip2
