@@ -76,10 +76,7 @@ pub fn inspect(
     linker: &wasmtime::component::Linker<super::HostState>,
     path: &Path,
 ) -> Result<Inspection, ModuleError> {
-    let bytes = std::fs::read(path).map_err(|e| ModuleError {
-        path: path.to_path_buf(),
-        reason: format!("cannot read the module: {e}"),
-    })?;
+    let bytes = module::read(path)?;
     let component = module::compile(engine, path, &bytes)?;
     let ty = component.component_type();
     let imports = ty

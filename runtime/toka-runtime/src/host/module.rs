@@ -103,16 +103,21 @@ pub fn prelink(
     })
 }
 
+/// Read the module file, naming it in the error.
+pub fn read(path: &Path) -> Result<Vec<u8>, ModuleError> {
+    std::fs::read(path).map_err(|e| ModuleError {
+        path: path.to_path_buf(),
+        reason: format!("cannot read the module: {e}"),
+    })
+}
+
 /// Read, compile and pre-link the module at `path`.
 pub fn load(
     engine: &Engine,
     linker: &Linker<HostState>,
     path: &Path,
 ) -> Result<Module, ModuleError> {
-    let bytes = std::fs::read(path).map_err(|e| ModuleError {
-        path: path.to_path_buf(),
-        reason: format!("cannot read the module: {e}"),
-    })?;
+    let bytes = read(path)?;
     let component = compile(engine, path, &bytes)?;
     prelink(linker, path, component)
 }
