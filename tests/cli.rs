@@ -264,3 +264,72 @@ fn json_logs() {
         "{first}"
     );
 }
+
+/// Host overhead documented in README "Security model": what the `toka`
+/// process may use beyond the agents' `memory_mb` limits.
+const HOST_OVERHEAD_MIB: u64 = 64;
+
+#[test]
+fn hostile_agents_are_contained_for_the_whole_run() {
+    let started = std::time::Instant::now();
+    let out = toka(&["run", "config/hostile.toml", "--for", "3s"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(3),
+        "ran for the full duration"
+    );
+    for agent in ["looper", "bomb"] {
+        assert!(
+            log.lines().any(|l| l.contains("agent quarantined")
+                && l.contains(&format!("agent=\"{agent}\""))),
+            "{agent} was stopped and quarantined: {log}"
+        );
+    }
+    assert!(log.contains("reason=\"deadline"), "{log}");
+    assert!(log.contains("reason=\"memory-limit"), "{log}");
+    // The healthy pipeline's output is complete: the Logger logged every
+    // value the Counter produced, in order, with no gap.
+    let values: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("kind=\"counter.value\""))
+        .map(|l| {
+            let at = l.find("payload=").expect("payload field") + "payload=".len();
+            l[at..]
+                .trim_matches('"')
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let counted = summary_field(&log, "Counter", "handled");
+    assert!(counted >= 40, "ticks kept flowing: {counted}");
+    assert_eq!(values, (1..=counted).collect::<Vec<_>>(), "{log}");
+    assert!(summary_field(&log, "flooder", "output_discarded") > 0);
+    assert_eq!(summary_field(&log, "flooder", "faults"), 0);
+    let limits_mib = 5 * 32;
+    let peak_kib = log
+        .lines()
+        .find_map(|l| l.split("peak_rss_kib=").nth(1))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("peak RSS reported");
+    assert!(
+        peak_kib <= (limits_mib + HOST_OVERHEAD_MIB) * 1024,
+        "peak RSS {peak_kib} KiB exceeds limits {limits_mib} MiB + host {HOST_OVERHEAD_MIB} MiB"
+    );
+}
+
+/// A numeric field of an agent's `agent summary` line.
+fn summary_field(log: &str, agent: &str, field: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("agent summary") && l.contains(&format!("agent={agent} ")))
+        .unwrap_or_else(|| panic!("no summary for {agent}: {log}"));
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+        .parse()
+        .unwrap()
+}

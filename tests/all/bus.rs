@@ -369,3 +369,25 @@ async fn a_full_mailbox_drops_for_that_agent_only() {
         "other subscribers lost nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_asked_before_run_still_stops() {
+    logs();
+    let rt = Runtime::new(config(
+        r#"
+        [[agents]]
+        name = "Logger"
+        subscribe = ["a.>"]
+        "#,
+    ))
+    .unwrap();
+    rt.shutdown_handle().shutdown();
+    let report = tokio::time::timeout(
+        toka_tests::WAIT,
+        rt.run_until(std::future::pending()),
+    )
+    .await
+    .expect("a shutdown requested before `run` is not lost")
+    .unwrap();
+    assert_eq!(report.agent("Logger").unwrap().faults, 0);
+}

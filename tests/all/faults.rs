@@ -186,3 +186,8 @@ async fn wasi_grants_nothing_by_default() {
         "stdout is accepted (and goes to the host log)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_bounds_access_traps() {
+    fault_then_recover("oob", "trap").await;
+}

@@ -108,3 +108,28 @@ async fn probe() {
         "state persists across calls"
     );
 }
+
+#[test]
+fn unlinkable() {
+    logs();
+    let rt = Runtime::new(config(
+        r#"
+        [[agents]]
+        name = "needs-more"
+        module = "unlinkable.wasm"
+
+        [[agents]]
+        name = "fine"
+        module = "probe.wasm"
+        "#,
+    ))
+    .unwrap();
+    let plan = rt.plan();
+    assert_eq!(plan.agents.len(), 1, "the other agent still starts");
+    let err = plan.failed[0].1.to_string();
+    assert!(err.contains("unlinkable.wasm"), "names the file: {err}");
+    assert!(
+        err.contains("toka:test-unlinkable/missing"),
+        "names the missing import: {err}"
+    );
+}

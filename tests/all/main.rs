@@ -5,9 +5,12 @@
 //! - `guests`: one test per guest (enforced by `foreach_guest!`);
 //! - `faults`: a misbehaving guest is stopped, dead-lettered, restarted or
 //!   quarantined while the others carry on;
+//! - `hostile`: abuse of the bus and the host (huge payloads, storms, output
+//!   floods, slow agents, forbidden kinds), each beside a healthy agent;
 //! - `modules`: malformed modules are refused with a precise reason.
 
 mod bus;
 mod faults;
 mod guests;
+mod hostile;
 mod modules;

@@ -115,3 +115,38 @@ pub fn logs() {
         .with_env_filter("warn")
         .try_init();
 }
+
+/// A runtime started in the background with a [`Recorder`] registered beside
+/// the configured agents: the shared setup of the integration tests.
+#[derive(Debug)]
+pub struct Running {
+    /// Publishes outside input, as the test harness.
+    pub cx: Context,
+    /// Records the kinds asked for at start.
+    pub rec: Recorder,
+    stop: toka_runtime::ShutdownHandle,
+    run: tokio::task::JoinHandle<toka_runtime::Result<toka_runtime::Report>>,
+}
+
+impl Running {
+    /// Build a runtime from `toml` (see [`config`]), register a recorder of
+    /// `record`, and run it until [`Running::stop`].
+    pub fn start(toml: &str, record: &[&str]) -> Self {
+        let mut rt = toka_runtime::Runtime::new(config(toml)).expect("runtime builds");
+        let rec = Recorder::new(record);
+        rt.register("recorder", rec.clone()).expect("recorder registers");
+        let cx = rt.injector("test");
+        let stop = rt.shutdown_handle();
+        let run = tokio::spawn(rt.run_until(std::future::pending()));
+        Running { cx, rec, stop, run }
+    }
+
+    /// Shut down (draining queued events) and return the final report.
+    pub async fn stop(self) -> toka_runtime::Report {
+        self.stop.shutdown();
+        self.run
+            .await
+            .expect("runtime task")
+            .expect("runtime ends cleanly")
+    }
+}

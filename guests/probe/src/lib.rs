@@ -11,7 +11,10 @@
 //!   `publish KIND TEXT`, `publish-size KIND BYTES`, `log LEVEL TEXT`,
 //!   `print TEXT`, `eprint TEXT`, `print-flood BYTES`, `env`, `read PATH`,
 //!   `connect ADDR`, `trap`, `panic`, `spin`, `alloc MIB`, `recurse`,
-//!   `storm N`, `count`.
+//!   `busy MS`, `storm N`, `oob`, `count`.
+//! - Config key `init_command` runs one command during `init`, and `command`
+//!   runs on every event whatever its kind: how a config file (no test
+//!   harness) makes a probe hostile, e.g. `command = "spin"` on `toka.tick`.
 
 wit_bindgen::generate!({ world: "agent", path: "../../wit" });
 
@@ -25,6 +28,7 @@ use toka::runtime::types::{Error, Event};
 
 thread_local! {
     static HANDLED: Cell<u64> = const { Cell::new(0) };
+    static COMMAND: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
 struct Probe;
@@ -137,7 +141,21 @@ fn run(command: &str) -> Result<String, String> {
             }
             Ok(format!(":{}", hoard.len()))
         }
+        "busy" => {
+            let ms: u64 = arg1.parse().map_err(|_| "bad duration".to_string())?;
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_millis(ms) {
+                std::hint::spin_loop();
+            }
+            Ok(String::new())
+        }
         "recurse" => Ok(format!(":{}", recurse(0))),
+        "oob" => {
+            // Past the end of any 32-bit linear memory: an out-of-bounds trap.
+            let far = std::hint::black_box(0xFFFF_FFF0usize) as *const u64;
+            // SAFETY: deliberately invalid; wasm bounds checks turn it into a trap.
+            Ok(format!(":{}", unsafe { std::ptr::read_volatile(far) }))
+        }
         "count" => Ok(format!(":{}", HANDLED.get())),
         other => Err(format!("unknown command `{other}`")),
     }
@@ -150,6 +168,11 @@ impl Guest for Probe {
         }
         let text: String = config.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         let _ = publish("probe.init", text.as_bytes());
+        let setting = |key: &str| config.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        COMMAND.set(setting("command"));
+        if let Some(command) = setting("init_command") {
+            report(run(&command));
+        }
         Ok(())
     }
 
@@ -160,6 +183,9 @@ impl Guest for Probe {
         let _ = publish("probe.seen", seen.as_bytes());
         if event.kind.ends_with(".cmd") {
             report(run(&payload));
+        }
+        if let Some(command) = COMMAND.with_borrow(Clone::clone) {
+            report(run(&command));
         }
         Ok(())
     }

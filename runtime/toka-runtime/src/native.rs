@@ -2,7 +2,9 @@
 //!
 //! Each native agent is a tokio task draining its own mailbox; it publishes
 //! through the same [`AgentPublisher`] checks as a wasm agent (any kind but
-//! the runtime's own `toka.*`).
+//! the runtime's own `toka.*`). A panic in a native agent's `handle` is caught:
+//! the event is dead-lettered (reason `panic`) and the agent goes on with its
+//! next event, so one buggy agent cannot stop the task that serves it.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -10,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures_util::FutureExt as _;
 use toka_core::{Agent, Context, Event, PatternSet};
 use tokio::sync::Notify;
 
@@ -69,8 +72,28 @@ impl NativeAgent {
                     continue;
                 }
                 while let Some(event) = batch.pop_front() {
-                    if let Err(e) = agent.handle(event.clone(), &cx).await {
-                        tracing::warn!(agent = %name, event = event.id, error = %e, "native agent returned an error");
+                    let call = std::panic::AssertUnwindSafe(agent.handle(event.clone(), &cx));
+                    match call.catch_unwind().await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(agent = %name, event = event.id, error = %e, "native agent returned an error");
+                        }
+                        Err(panic) => {
+                            let message = panic_message(&*panic);
+                            tracing::error!(agent = %name, event = event.id, message, "native agent panicked; event dead-lettered");
+                            bus.publish_system(
+                                toka_core::event::kinds::DEAD_LETTER,
+                                serde_json::to_vec(&serde_json::json!({
+                                    "agent": &*name,
+                                    "event_id": event.id,
+                                    "kind": event.kind.as_str(),
+                                    "reason": "panic",
+                                    "message": message,
+                                }))
+                                .expect("json")
+                                .into(),
+                            );
+                        }
                     }
                     handled.fetch_add(1, Ordering::Relaxed);
                     bus.done(1);
@@ -78,4 +101,13 @@ impl NativeAgent {
             }
         })
     }
+}
+
+/// The text of a panic payload (`panic!` gives `&str` or `String`).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
 }

@@ -39,6 +39,7 @@ pub struct AgentPublisher {
     rate: Option<Mutex<TokenBucket>>,
     bus: Bus,
     denied: AtomicU64,
+    published: AtomicU64,
     /// Outside input (the embedder's injector): refused once shutdown begins.
     external: bool,
 }
@@ -69,6 +70,7 @@ impl AgentPublisher {
             rate: rate.map(|(r, b)| Mutex::new(TokenBucket::new(r, b))),
             bus,
             denied: AtomicU64::new(0),
+            published: AtomicU64::new(0),
             external: false,
         }
     }
@@ -82,6 +84,11 @@ impl AgentPublisher {
     /// The agent's name.
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// Events this agent published (accepted by the bus).
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
     }
 
     /// Publish calls refused so far (any reason but `unavailable`).
@@ -122,7 +129,9 @@ impl AgentPublisher {
             return Err(self.refuse(kind, PublishError::RateLimited));
         }
         let kind = Kind::new(kind).expect("validated above");
-        self.bus.publish_unchecked(&self.name, kind, payload)
+        let id = self.bus.publish_unchecked(&self.name, kind, payload)?;
+        self.published.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
     }
 }
 

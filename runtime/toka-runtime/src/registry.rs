@@ -137,8 +137,14 @@ pub struct AgentReport {
     pub starts: u64,
     /// Events dropped because its mailbox was full (or it was quarantined).
     pub dropped: u64,
+    /// Events it published.
+    pub published: u64,
     /// Publishes refused (grant, size, rate).
     pub refused: u64,
+    /// Guest output bytes passed to the log.
+    pub output_logged: u64,
+    /// Guest output bytes discarded past the `stdout_bytes` cap.
+    pub output_discarded: u64,
     /// Whether it ended quarantined.
     pub quarantined: bool,
 }

@@ -46,7 +46,10 @@ pub struct ShutdownHandle(watch::Sender<bool>);
 impl ShutdownHandle {
     /// Begin graceful shutdown: stop intake, drain, return the report.
     pub fn shutdown(&self) {
-        let _ = self.0.send(true);
+        // `send_replace`, not `send`: the runtime may not be listening yet
+        // (asked to stop before `run` began), and `send` drops the value
+        // when nobody is subscribed.
+        self.0.send_replace(true);
     }
 }
 
@@ -335,7 +338,7 @@ impl Runtime {
         }
 
         tracing::info!(in_flight = bus.in_flight(), deadline = ?bus_config.drain_timeout, "shutting down: ticks and outside input stopped, draining mailboxes");
-        let _ = shutdown.send(true);
+        shutdown.send_replace(true);
         bus.stop_intake();
         for t in tick_tasks {
             let _ = t.await;
@@ -373,7 +376,10 @@ impl Runtime {
                 faults: a.counters.faults.load(Ordering::Relaxed),
                 starts: a.counters.starts.load(Ordering::Relaxed),
                 dropped: a.mailbox.dropped(),
+                published: a.publisher.published(),
                 refused: a.publisher.denied(),
+                output_logged: a.counters.output.logged.load(Ordering::Relaxed),
+                output_discarded: a.counters.output.discarded.load(Ordering::Relaxed),
                 quarantined: a.health() == Health::Quarantined,
             })
             .collect();
@@ -384,7 +390,10 @@ impl Runtime {
             faults: 0,
             starts: 1,
             dropped: a.mailbox.dropped(),
+            published: 0,
             refused: 0,
+            output_logged: 0,
+            output_discarded: 0,
             quarantined: false,
         }));
         let report = Report {

@@ -25,6 +25,7 @@ use toka_core::{AgentConfig, Event};
 use wasmtime::Engine;
 
 use crate::bus::Bus;
+use crate::host::stdio::OutputCounters;
 use crate::host::{Budget, CallError, Fault, Instance, Module};
 use crate::mailbox::{Mailbox, Wake};
 use crate::publisher::AgentPublisher;
@@ -59,6 +60,8 @@ pub struct AgentCounters {
     pub faults: AtomicU64,
     /// Instances started (first start and restarts).
     pub starts: AtomicU64,
+    /// Guest stdout/stderr bytes logged and discarded.
+    pub output: Arc<OutputCounters>,
 }
 
 struct Slot {
@@ -256,6 +259,7 @@ fn start(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
         &cx.engine,
         &agent.module,
         agent.publisher.clone(),
+        agent.counters.output.clone(),
         &agent.config.limits,
         agent.budget,
     )

@@ -143,9 +143,13 @@ fn run(config: PathBuf, duration: Option<Duration>, strict: bool) -> anyhow::Res
             faults = a.faults,
             dropped = a.dropped,
             refused = a.refused,
+            output_discarded = a.output_discarded,
             quarantined = a.quarantined,
             "agent summary"
         );
+    }
+    if let Some(peak) = peak_rss_kib() {
+        tracing::info!(peak_rss_kib = peak, "process peak resident memory");
     }
     Ok(())
 }
@@ -210,4 +214,11 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The process's peak resident set (`VmHWM`), where `/proc` has it.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -19,6 +19,7 @@ use super::engine::deadline_ticks;
 use super::limits::store_limits;
 use super::module::Module;
 use super::state::HostState;
+use super::stdio::OutputCounters;
 use crate::publisher::AgentPublisher;
 
 /// What kind of fault stopped an instance.
@@ -36,6 +37,10 @@ pub enum FaultKind {
     Trap,
     /// Instantiation failed before any guest code ran.
     Instantiate,
+    /// Host code serving the guest panicked (a bug in a host function or a
+    /// capability): the instance is dropped like any faulted one, and the
+    /// panic stays contained to this agent.
+    HostPanic,
 }
 
 impl FaultKind {
@@ -48,6 +53,7 @@ impl FaultKind {
             FaultKind::StackOverflow => "stack-overflow",
             FaultKind::Trap => "trap",
             FaultKind::Instantiate => "instantiate",
+            FaultKind::HostPanic => "host-panic",
         }
     }
 }
@@ -77,10 +83,31 @@ impl Fault {
                 }
             }
         };
-        // The first line is the reason; the rest is a wasm backtrace.
-        let message = format!("{err:#}");
+        // The root cause is the reason ("wasm trap: interrupt", "forcing trap
+        // when growing memory ..."); the outer layers are a wasm backtrace.
+        let message = err.root_cause().to_string();
         let message = message.lines().next().unwrap_or_default().to_string();
         Fault { kind, message }
+    }
+}
+
+/// Run `f`, turning a panic that unwinds out of host code into a fault.
+///
+/// wasmtime carries a host function's panic across the guest's frames and
+/// resumes it in the caller; without this, one buggy capability would kill a
+/// worker thread and strand every agent scheduled on it.
+fn contain<T>(f: impl FnOnce() -> wasmtime::Result<T>) -> Result<T, Fault> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Fault::classify(&e)),
+        Err(panic) => {
+            let message = crate::native::panic_message(&*panic);
+            tracing::error!(message, "host code panicked while serving a guest; stopping that instance");
+            Err(Fault {
+                kind: FaultKind::HostPanic,
+                message,
+            })
+        }
     }
 }
 
@@ -135,10 +162,11 @@ impl Instance {
         engine: &Engine,
         module: &Module,
         publisher: Arc<AgentPublisher>,
+        output: Arc<OutputCounters>,
         limits: &Limits,
         budget: Budget,
     ) -> Result<Self, Fault> {
-        let state = HostState::new(publisher, store_limits(limits), limits.stdout_bytes);
+        let state = HostState::new(publisher, store_limits(limits), limits.stdout_bytes, output);
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
@@ -146,8 +174,7 @@ impl Instance {
             bindings: {
                 // Start functions run during instantiation: budget them too.
                 Self::arm(&mut store, budget);
-                module.pre.instantiate(&mut store).map_err(|e| {
-                    let mut f = Fault::classify(&e);
+                contain(|| module.pre.instantiate(&mut store)).map_err(|mut f| {
                     if f.kind == FaultKind::Trap {
                         f.kind = FaultKind::Instantiate;
                     }
@@ -170,13 +197,13 @@ impl Instance {
         }
     }
 
-    fn finish<T>(&mut self, result: wasmtime::Result<Result<T, String>>) -> Result<T, CallError> {
+    fn finish<T>(&mut self, result: Result<Result<T, String>, Fault>) -> Result<T, CallError> {
         match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(msg)) => Err(CallError::Returned(msg)),
-            Err(e) => {
+            Err(fault) => {
                 self.store.data().flush_output();
-                Err(CallError::Fault(Fault::classify(&e)))
+                Err(CallError::Fault(fault))
             }
         }
     }
@@ -188,10 +215,8 @@ impl Instance {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let result = self
-            .bindings
-            .toka_runtime_handler()
-            .call_init(&mut self.store, &pairs);
+        let (bindings, store) = (&self.bindings, &mut self.store);
+        let result = contain(|| bindings.toka_runtime_handler().call_init(store, &pairs));
         self.finish(result)
     }
 
@@ -205,10 +230,8 @@ impl Instance {
             timestamp_ms: event.timestamp_ms,
             payload: &event.payload,
         };
-        let result = self
-            .bindings
-            .toka_runtime_handler()
-            .call_handle(&mut self.store, param);
+        let (bindings, store) = (&self.bindings, &mut self.store);
+        let result = contain(|| bindings.toka_runtime_handler().call_handle(store, param));
         self.finish(result)
     }
 }

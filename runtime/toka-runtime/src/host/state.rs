@@ -19,7 +19,7 @@ use wasmtime_wasi::{
 };
 
 use super::bindings::{bus, log, types};
-use super::stdio::{GuestOutput, Stream};
+use super::stdio::{GuestOutput, OutputCounters, Stream};
 use crate::publisher::AgentPublisher;
 
 /// Longest log message (bytes) a guest may emit in one record.
@@ -73,10 +73,15 @@ impl HostWallClock for CoarseWall {
 
 impl HostState {
     /// Fresh state for one instance of the agent behind `publisher`.
-    pub fn new(publisher: Arc<AgentPublisher>, limits: StoreLimits, output_cap: u64) -> Self {
+    pub fn new(
+        publisher: Arc<AgentPublisher>,
+        limits: StoreLimits,
+        output_cap: u64,
+        output: Arc<OutputCounters>,
+    ) -> Self {
         let name = publisher.name().clone();
-        let stdout = GuestOutput::new(name.clone(), Stream::Stdout, output_cap);
-        let stderr = GuestOutput::new(name, Stream::Stderr, output_cap);
+        let stdout = GuestOutput::new(name.clone(), Stream::Stdout, output_cap, output.clone());
+        let stderr = GuestOutput::new(name, Stream::Stderr, output_cap, output);
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())

@@ -10,6 +10,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -30,8 +31,19 @@ pub enum Stream {
     Stderr,
 }
 
+/// Bytes of guest output one agent had logged and discarded (all instances,
+/// both streams): how an operator sees that the cap is doing its job.
+#[derive(Debug, Default)]
+pub struct OutputCounters {
+    /// Bytes passed on to the log.
+    pub logged: AtomicU64,
+    /// Bytes dropped past the per-instance cap.
+    pub discarded: AtomicU64,
+}
+
 struct State {
     agent: Arc<str>,
+    counters: Arc<OutputCounters>,
     stream: Stream,
     line: Vec<u8>,
     remaining: u64,
@@ -55,6 +67,9 @@ impl State {
 
     fn write(&mut self, mut bytes: &[u8]) {
         if self.remaining == 0 {
+            self.counters
+                .discarded
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             if !self.warned && !bytes.is_empty() {
                 self.warned = true;
                 tracing::warn!(agent = %self.agent, stream = ?self.stream, "guest output cap reached; discarding further output from this instance");
@@ -62,9 +77,14 @@ impl State {
             return;
         }
         if bytes.len() as u64 > self.remaining {
+            let over = bytes.len() as u64 - self.remaining;
+            self.counters.discarded.fetch_add(over, Ordering::Relaxed);
             bytes = &bytes[..self.remaining as usize];
         }
         self.remaining -= bytes.len() as u64;
+        self.counters
+            .logged
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         for chunk in bytes.split_inclusive(|b| *b == b'\n') {
             let (body, newline) = match chunk.split_last() {
                 Some((b'\n', body)) => (body, true),
@@ -84,10 +104,12 @@ impl State {
 pub struct GuestOutput(Arc<Mutex<State>>);
 
 impl GuestOutput {
-    /// A sink for `agent`'s `stream` that logs at most `cap` bytes.
-    pub fn new(agent: Arc<str>, stream: Stream, cap: u64) -> Self {
+    /// A sink for `agent`'s `stream` that logs at most `cap` bytes, counting
+    /// into `counters`.
+    pub fn new(agent: Arc<str>, stream: Stream, cap: u64, counters: Arc<OutputCounters>) -> Self {
         GuestOutput(Arc::new(Mutex::new(State {
             agent,
+            counters,
             stream,
             line: Vec::new(),
             remaining: cap,
@@ -171,18 +193,20 @@ mod tests {
 
     #[test]
     fn cap_bounds_buffered_and_logged_bytes() {
-        let out = GuestOutput::new("a".into(), Stream::Stdout, 10);
+        let out = GuestOutput::new("a".into(), Stream::Stdout, 10, Default::default());
         let mut s = out.0.lock();
         s.write(b"0123456789abcdef\n");
         assert_eq!(s.remaining, 0);
         assert!(s.line.len() <= 10);
         s.write(&vec![b'x'; 1 << 20]);
         assert!(s.line.len() <= 10, "nothing is buffered past the cap");
+        assert_eq!(s.counters.logged.load(Ordering::Relaxed), 10);
+        assert_eq!(s.counters.discarded.load(Ordering::Relaxed), 7 + (1 << 20));
     }
 
     #[test]
     fn long_lines_are_cut() {
-        let out = GuestOutput::new("a".into(), Stream::Stdout, u64::MAX);
+        let out = GuestOutput::new("a".into(), Stream::Stdout, u64::MAX, Default::default());
         let mut s = out.0.lock();
         s.write(&vec![b'x'; MAX_LINE * 3]);
         assert!(s.line.len() <= MAX_LINE);

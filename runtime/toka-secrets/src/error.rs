@@ -1,0 +1,119 @@
+//! The crate's error type.
+//!
+//! No variant carries a secret value or key material: errors end up in logs
+//! and terminals, so they name *which* secret or file is at fault and never
+//! echo what was in it.
+
+use std::io;
+use std::path::PathBuf;
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong storing, reading or granting secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A secret name does not follow the grammar of [`validate_name`](crate::validate_name).
+    #[error("invalid secret name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name (names are not secret).
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+
+    /// A grant pattern does not follow the grammar documented on [`Grant`](crate::Grant).
+    #[error("invalid secrets grant pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        /// The rejected pattern.
+        pattern: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+
+    /// Master key material could not be parsed. The input is deliberately
+    /// not included.
+    #[error("invalid master key from {origin}: {reason}")]
+    InvalidKey {
+        /// Where the key came from (`TOKA_MASTER_KEY`, a file path, ...).
+        origin: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// Neither `TOKA_MASTER_KEY` nor a key file was available.
+    #[error("no master key: set TOKA_MASTER_KEY or create a key file with `toka secrets init`")]
+    NoKey,
+
+    /// The configured key file does not exist.
+    #[error(
+        "master key file {} not found: create it with `toka secrets init` or set TOKA_MASTER_KEY",
+        path.display()
+    )]
+    KeyFileMissing {
+        /// The missing file.
+        path: PathBuf,
+    },
+
+    /// [`MasterKey::create_key_file`](crate::MasterKey::create_key_file)
+    /// refuses to replace a key: it may be the only copy able to open a store.
+    #[error("master key file {} already exists; refusing to overwrite it", path.display())]
+    KeyFileExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+
+    /// Reading or writing a key file or the store directory failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The operating system's random number generator failed.
+    #[error("the operating system random number generator failed")]
+    Random,
+
+    /// The master key does not open this store (its key-check record does
+    /// not authenticate).
+    #[error("wrong master key for this secret store")]
+    WrongKey,
+
+    /// The store holds secrets but no key-check record, so a wrong key
+    /// could not be told apart from corruption. Refusing beats guessing.
+    #[error("secret store has secrets but no key-check record; it is damaged")]
+    MissingKeyCheck,
+
+    /// A stored record failed authentication: tampered, truncated, or
+    /// copied from another name.
+    #[error("secret {name:?} is corrupt (it failed authentication)")]
+    Corrupt {
+        /// The secret (or internal record) that failed.
+        name: String,
+    },
+
+    /// A record was written in a format this build does not know,
+    /// presumably by a newer Toka.
+    #[error("secret {name:?} uses record format {version}, which this build does not understand")]
+    UnsupportedFormat {
+        /// The secret (or internal record) concerned.
+        name: String,
+        /// The record's format byte.
+        version: u8,
+    },
+
+    /// Encryption failed; only possible for values far beyond any sane size.
+    #[error("encrypting secret {name:?} failed")]
+    Encrypt {
+        /// The secret being written.
+        name: String,
+    },
+
+    /// The underlying sled database failed.
+    #[error("secret store storage error: {0}")]
+    Storage(#[from] sled::Error),
+}
