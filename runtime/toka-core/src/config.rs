@@ -46,7 +46,18 @@ pub const MAX_MEMORY_MB: u64 = 4096;
 /// Longest accepted agent name, in characters.
 pub const MAX_AGENT_NAME_LEN: usize = 64;
 
-const KNOWN_TOP_LEVEL: [&str; 4] = ["modules_dir", "event_bus", "limits", "agents"];
+const KNOWN_TOP_LEVEL: [&str; 7] = [
+    "modules_dir",
+    "event_bus",
+    "limits",
+    "agents",
+    "secrets",
+    "vault",
+    "trust",
+];
+
+/// The operations `auth = [...]` may grant, each on its own.
+pub const AUTH_GRANTS: [&str; 3] = ["password", "issue-token", "verify-token"];
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +136,12 @@ pub struct RuntimeConfig {
     pub limits: Limits,
     /// `[[agents]]`, in file order.
     pub agents: Vec<AgentConfig>,
+    /// `[secrets]` (and the seed's `[event_bus] secret_store`).
+    pub secrets: SecretsConfig,
+    /// `[vault]`.
+    pub vault: VaultConfig,
+    /// `[trust]`: module signature policy.
+    pub trust: TrustConfig,
     /// Top-level sections (or keys) this build does not understand, sorted, e.g.
     /// `["drivers", "providers", "vault"]`. Not interpolated, not validated.
     pub ignored_sections: Vec<String>,
@@ -228,6 +245,66 @@ impl Default for Limits {
     }
 }
 
+/// `[secrets]`: where the encrypted secret store and its master key live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretsConfig {
+    /// Key `[secrets] path`, or the seed's `[event_bus] secret_store` (the
+    /// former wins when both are given): the sled database. Relative to the
+    /// config file. `None` = no store configured.
+    pub path: Option<PathBuf>,
+    /// Key `[secrets] key_file`: the master key file that `toka secrets init`
+    /// creates (mode 0600). `None` = `$TOKA_MASTER_KEY` only, or the default
+    /// `~/.config/toka/master.key` chosen by the CLI.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[vault]`: the encrypted blob store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultConfig {
+    /// Key `path` (the seed's key): the vault directory. `None` = no vault.
+    pub path: Option<PathBuf>,
+    /// Key `max_blob_mb`: largest blob an agent may put. Default 16.
+    pub max_blob_mb: u64,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig {
+            path: None,
+            max_blob_mb: 16,
+        }
+    }
+}
+
+/// `[trust]`: which module signatures the operator trusts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustConfig {
+    /// Key `require_signatures`: refuse modules without a valid signature by
+    /// one of `trusted_keys`. Default `false`.
+    pub require_signatures: bool,
+    /// Key `trusted_keys`: public keys as printed by `toka keygen`
+    /// (`toka-ed25519-public:...`), or paths to `.pub` files (relative to
+    /// the config file).
+    pub trusted_keys: Vec<String>,
+}
+
+/// Capabilities granted to one agent; everything is denied by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Key `secrets`: secret-name patterns the agent may read (`"stripe/*"`,
+    /// `"db/password"`, `"team/**"`). Empty = none.
+    pub secrets: Vec<String>,
+    /// Key `vault = true`: the agent may use its own vault namespace (named
+    /// after the agent).
+    pub vault: bool,
+    /// Key `vault_shared`: further vault namespaces the agent may use.
+    pub vault_shared: Vec<String>,
+    /// Key `vault_quota_mb`: total size of the agent's own namespace. Default 64.
+    pub vault_quota_mb: u64,
+    /// Key `auth`: any of [`AUTH_GRANTS`].
+    pub auth: Vec<String>,
+}
+
 /// One `[[agents]]` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
@@ -253,6 +330,8 @@ pub struct AgentConfig {
     pub every: Option<Duration>,
     /// Effective limits: `[limits]` overridden by the agent's own limit keys.
     pub limits: Limits,
+    /// Keys `secrets`, `vault`, `vault_shared`, `vault_quota_mb`, `auth`.
+    pub grants: Grants,
     /// Every other key of the agent's table, in file order, rendered as
     /// strings: strings as is (after interpolation), other values in their TOML
     /// spelling (`42`, `true`, `[1, 2]`, `{ a = 1 }`).
@@ -339,6 +418,22 @@ impl RuntimeConfig {
             }
         }
 
+        let mut secrets = SecretsConfig {
+            path: event_bus.secret_store.clone(),
+            key_file: None,
+        };
+        if let Some(node) = root.get("secrets") {
+            doc.secrets(node, base_dir, &mut secrets, &mut unknown)?;
+        }
+        let vault = match root.get("vault") {
+            Some(node) => doc.vault(node, base_dir, &mut unknown)?,
+            None => VaultConfig::default(),
+        };
+        let trust = match root.get("trust") {
+            Some(node) => doc.trust(node, base_dir, &mut unknown)?,
+            None => TrustConfig::default(),
+        };
+
         let agents = match root.get("agents") {
             Some(node) => doc.agents(node, &modules_dir, &limits)?,
             None => Vec::new(),
@@ -368,6 +463,9 @@ impl RuntimeConfig {
             event_bus,
             limits,
             agents,
+            secrets,
+            vault,
+            trust,
             ignored_sections,
             unknown_keys: unknown.into_iter().map(|(_, k)| k).collect(),
             sections,
@@ -668,6 +766,10 @@ impl Doc<'_> {
         let mut publish = PatternSet::default();
         let mut every = None;
         let mut limits = *defaults;
+        let mut grants = Grants {
+            vault_quota_mb: 64,
+            ..Grants::default()
+        };
         let mut settings: Vec<(usize, String, String)> = Vec::new();
         for (key, value) in table {
             let k: &str = key.get_ref();
@@ -680,6 +782,21 @@ impl Doc<'_> {
                 "subscribe" => subscribe = self.patterns(value, &path, false)?,
                 "publish" => publish = self.patterns(value, &path, true)?,
                 "every" => every = Some(self.duration(value, &path, Duration::from_millis(1))?),
+                "secrets" => grants.secrets = self.strings(value, &path)?,
+                "vault" => grants.vault = self.bool(value, &path)?,
+                "vault_shared" => grants.vault_shared = self.strings(value, &path)?,
+                "vault_quota_mb" => grants.vault_quota_mb = self.uint(value, &path, 1, 1 << 20)?,
+                "auth" => {
+                    let ops = self.strings(value, &path)?;
+                    if let Some(bad) = ops.iter().find(|op| !AUTH_GRANTS.contains(&op.as_str())) {
+                        return Err(self.invalid(
+                            value,
+                            &path,
+                            format!("unknown auth grant {bad:?}; expected any of {AUTH_GRANTS:?}"),
+                        ));
+                    }
+                    grants.auth = ops;
+                }
                 _ => {
                     if !self.apply_limit(&mut limits, k, value, &path)? {
                         let rendered = self.render(value, &path)?;
@@ -701,6 +818,7 @@ impl Doc<'_> {
             publish,
             every,
             limits,
+            grants,
             settings: settings.into_iter().map(|(_, k, v)| (k, v)).collect(),
             location: self.location(node.span().start),
         })
@@ -727,6 +845,89 @@ impl Doc<'_> {
             patterns.push(pattern);
         }
         Ok(PatternSet::new(patterns))
+    }
+
+    fn strings(&self, node: &Node<'_>, key: &str) -> Result<Vec<String>> {
+        let Some(items) = node.get_ref().as_array() else {
+            return Err(self.type_error(node, key, "an array of strings"));
+        };
+        items
+            .iter()
+            .map(|item| self.str(item, key).map(str::to_owned))
+            .collect()
+    }
+
+    fn bool(&self, node: &Node<'_>, key: &str) -> Result<bool> {
+        match node.get_ref() {
+            DeValue::Boolean(b) => Ok(*b),
+            _ => Err(self.type_error(node, key, "a boolean")),
+        }
+    }
+
+    fn secrets(
+        &self,
+        node: &Node<'_>,
+        base_dir: &Path,
+        cfg: &mut SecretsConfig,
+        unknown: &mut Vec<(usize, String)>,
+    ) -> Result<()> {
+        for (key, value) in self.table(node, "secrets")? {
+            let path = child("secrets", key.get_ref());
+            match key.get_ref().as_ref() {
+                "path" => cfg.path = Some(base_dir.join(self.path(value, &path)?)),
+                "key_file" => cfg.key_file = Some(base_dir.join(self.path(value, &path)?)),
+                _ => unknown.push(self.unknown(key, path)),
+            }
+        }
+        Ok(())
+    }
+
+    fn vault(
+        &self,
+        node: &Node<'_>,
+        base_dir: &Path,
+        unknown: &mut Vec<(usize, String)>,
+    ) -> Result<VaultConfig> {
+        let mut cfg = VaultConfig::default();
+        for (key, value) in self.table(node, "vault")? {
+            let path = child("vault", key.get_ref());
+            match key.get_ref().as_ref() {
+                "path" => cfg.path = Some(base_dir.join(self.path(value, &path)?)),
+                "max_blob_mb" => cfg.max_blob_mb = self.uint(value, &path, 1, 1 << 20)?,
+                _ => unknown.push(self.unknown(key, path)),
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn trust(
+        &self,
+        node: &Node<'_>,
+        base_dir: &Path,
+        unknown: &mut Vec<(usize, String)>,
+    ) -> Result<TrustConfig> {
+        let mut cfg = TrustConfig::default();
+        for (key, value) in self.table(node, "trust")? {
+            let path = child("trust", key.get_ref());
+            match key.get_ref().as_ref() {
+                "require_signatures" => cfg.require_signatures = self.bool(value, &path)?,
+                "trusted_keys" => {
+                    cfg.trusted_keys = self
+                        .strings(value, &path)?
+                        .into_iter()
+                        .map(|k| {
+                            if k.starts_with("toka-ed25519-public:") {
+                                k
+                            } else {
+                                base_dir.join(k).display().to_string()
+                            }
+                        })
+                        .collect();
+                }
+                _ => unknown.push(self.unknown(key, path)),
+            }
+        }
+        Ok(cfg)
     }
 
     fn render(&self, node: &Node<'_>, path: &str) -> Result<String> {
@@ -1025,7 +1226,12 @@ default_driver = "s3"
     #[test]
     fn portable_seed_loads_without_env() {
         let cfg = parse(PORTABLE).unwrap();
-        assert_eq!(cfg.ignored_sections, ["drivers", "providers", "vault"]);
+        assert_eq!(cfg.ignored_sections, ["drivers", "providers"]);
+        assert_eq!(cfg.vault.path, Some(PathBuf::from("/Users/me/TokaVault")));
+        assert_eq!(
+            cfg.secrets.path, cfg.event_bus.secret_store,
+            "the seed's key names the secret store"
+        );
         assert_eq!(cfg.event_bus.buffer_size, 4096);
         assert_eq!(
             cfg.event_bus.secret_store,
@@ -1059,7 +1265,7 @@ default_driver = "s3"
             &env,
         )
         .unwrap();
-        assert_eq!(cfg.ignored_sections, ["providers", "vault"]);
+        assert_eq!(cfg.ignored_sections, ["providers"]);
         let s3 = cfg.sections["drivers"]["s3"].as_table().unwrap();
         assert_eq!(s3["access_key"].as_str(), Some("AKIA"));
         assert_eq!(s3["secret_key"].as_str(), Some("none"));
@@ -1319,5 +1525,54 @@ ratio = 0.5
         let err = parse_err("[agents]\nname = \"A\"\n");
         assert_eq!(err.key(), Some("agents"));
         assert_eq!(err.line(), Some(1));
+    }
+
+    #[test]
+    fn grants_are_parsed_and_denied_by_default() {
+        let cfg = parse(
+            r#"
+            [secrets]
+            path = "s.db"
+            key_file = "master.key"
+            [trust]
+            require_signatures = true
+            trusted_keys = ["keys/ops.pub", "toka-ed25519-public:AAAA"]
+            [[agents]]
+            name = "plain"
+            [[agents]]
+            name = "payments"
+            secrets = ["stripe/*"]
+            vault = true
+            vault_shared = ["reports"]
+            vault_quota_mb = 8
+            auth = ["password", "verify-token"]
+            "#,
+        )
+        .unwrap();
+        let plain = &cfg.agents[0].grants;
+        assert!(plain.secrets.is_empty() && !plain.vault && plain.auth.is_empty());
+        assert_eq!(plain.vault_quota_mb, 64);
+        let pay = &cfg.agents[1].grants;
+        assert_eq!(pay.secrets, ["stripe/*"]);
+        assert!(pay.vault);
+        assert_eq!(
+            (pay.vault_shared.as_slice(), pay.vault_quota_mb),
+            (&["reports".to_owned()][..], 8)
+        );
+        assert_eq!(pay.auth, ["password", "verify-token"]);
+        assert!(
+            cfg.agents[1].settings.is_empty(),
+            "grant keys are not settings"
+        );
+        assert!(cfg.trust.require_signatures);
+        assert!(cfg.trust.trusted_keys[0].ends_with("keys/ops.pub"));
+        assert_eq!(cfg.trust.trusted_keys[1], "toka-ed25519-public:AAAA");
+        assert!(cfg.secrets.path.unwrap().ends_with("s.db"));
+
+        let err = parse("[[agents]]\nname = \"x\"\nauth = [\"root\"]\n").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown auth grant \"root\""),
+            "{err}"
+        );
     }
 }

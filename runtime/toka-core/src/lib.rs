@@ -16,6 +16,8 @@ pub mod event;
 pub mod topic;
 
 pub use agent::{Agent, Context, PublishError, Publisher};
-pub use config::{AgentConfig, ConfigError, RuntimeConfig};
+pub use config::{
+    AgentConfig, ConfigError, Grants, RuntimeConfig, SecretsConfig, TrustConfig, VaultConfig,
+};
 pub use event::Event;
 pub use topic::{Kind, Pattern, PatternSet, TopicError};
