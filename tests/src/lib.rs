@@ -108,12 +108,55 @@ impl Agent for Recorder {
     }
 }
 
-/// Install a test log subscriber once (output captured by the test harness).
+/// Every log record of the kernel at any level (all tests of the process,
+/// bounded), so tests can prove what never reaches a log.
+static CAPTURED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Bound of [`CAPTURED`]; later records are dropped.
+const CAPTURE_LIMIT: usize = 256 << 20;
+
+#[derive(Clone, Copy)]
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut all = CAPTURED.lock();
+        if all.len() + buf.len() <= CAPTURE_LIMIT {
+            all.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Install the test log subscriber once: warnings go to the test harness's
+/// captured output; the kernel's records at every level also go to a
+/// process-wide buffer read by [`captured_logs`].
 pub fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("warn")
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _, fmt};
+    let _ = tracing_subscriber::registry()
+        .with(
+            fmt::layer()
+                .with_test_writer()
+                .with_filter(EnvFilter::new("warn")),
+        )
+        .with(
+            fmt::layer()
+                .with_ansi(false)
+                .with_writer(|| Capture)
+                .with_filter(EnvFilter::new("toka=trace,toka_runtime=trace,warn")),
+        )
         .try_init();
+}
+
+/// Everything [`logs`] captured so far in this process, as text.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&CAPTURED.lock()).into_owned()
 }
 
 /// A runtime started in the background with a [`Recorder`] registered beside
@@ -134,7 +177,8 @@ impl Running {
     pub fn start(toml: &str, record: &[&str]) -> Self {
         let mut rt = toka_runtime::Runtime::new(config(toml)).expect("runtime builds");
         let rec = Recorder::new(record);
-        rt.register("recorder", rec.clone()).expect("recorder registers");
+        rt.register("recorder", rec.clone())
+            .expect("recorder registers");
         let cx = rt.injector("test");
         let stop = rt.shutdown_handle();
         let run = tokio::spawn(rt.run_until(std::future::pending()));

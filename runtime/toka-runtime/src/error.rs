@@ -23,6 +23,10 @@ pub enum Error {
     /// The agent name is not usable.
     #[error("invalid agent name `{0}`: use 1-64 characters of A-Z a-z 0-9 _ - (and not `toka`)")]
     InvalidName(String),
+    /// A capability grant cannot be honoured (names the agent and key), or a
+    /// store it needs cannot be opened.
+    #[error("capabilities: {0}")]
+    Capability(crate::host::caps::CapError),
     /// wasmtime could not be set up.
     #[error("wasmtime engine: {0:#}")]
     Engine(wasmtime::Error),

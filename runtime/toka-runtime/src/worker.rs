@@ -25,6 +25,7 @@ use toka_core::{AgentConfig, Event};
 use wasmtime::Engine;
 
 use crate::bus::Bus;
+use crate::host::caps::AgentCaps;
 use crate::host::stdio::OutputCounters;
 use crate::host::{Budget, CallError, Fault, Instance, Module};
 use crate::mailbox::{Mailbox, Wake};
@@ -81,6 +82,8 @@ pub(crate) struct WasmAgent {
     pub(crate) publisher: Arc<AgentPublisher>,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) counters: AgentCounters,
+    /// The capabilities granted to this agent, shared by its instances.
+    pub(crate) caps: Arc<AgentCaps>,
     scheduled: Arc<AtomicBool>,
     queue: Sender<usize>,
     budget: Budget,
@@ -138,11 +141,13 @@ impl WasmAgent {
         scheduled: Arc<AtomicBool>,
         queue: &RunQueue,
         fuel_metered: bool,
+        caps: Arc<AgentCaps>,
     ) -> Self {
         let budget = Budget::from_limits(&config.limits, fuel_metered);
         let supervisor = Supervisor::new(&config.limits);
         WasmAgent {
             index,
+            caps,
             config,
             module,
             publisher,
@@ -255,11 +260,12 @@ fn turn(cx: &WorkerContext, agent: &WasmAgent) {
 
 fn start(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
     agent.counters.starts.fetch_add(1, Ordering::Relaxed);
-    let started = Instance::new(
+    let started = Instance::with_caps(
         &cx.engine,
         &agent.module,
         agent.publisher.clone(),
         agent.counters.output.clone(),
+        agent.caps.clone(),
         &agent.config.limits,
         agent.budget,
     )

@@ -18,4 +18,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::toka::runtime::handler;
-pub use toka::runtime::{bus, log, types};
+pub use toka::runtime::{auth, bus, log, secrets, types, vault};

@@ -19,6 +19,7 @@ use wasmtime_wasi::{
 };
 
 use super::bindings::{bus, log, types};
+use super::caps::AgentCaps;
 use super::stdio::{GuestOutput, OutputCounters, Stream};
 use crate::publisher::AgentPublisher;
 
@@ -31,6 +32,8 @@ const CLOCK_RESOLUTION_NS: u64 = 1_000_000;
 pub struct HostState {
     pub(crate) publisher: Arc<AgentPublisher>,
     pub(crate) limits: StoreLimits,
+    /// The capabilities the agent was granted (none by default).
+    pub(crate) caps: Arc<AgentCaps>,
     wasi: WasiCtx,
     table: ResourceTable,
     stdout: GuestOutput,
@@ -97,11 +100,18 @@ impl HostState {
         HostState {
             publisher,
             limits,
+            caps: Arc::default(),
             wasi,
             table,
             stdout,
             stderr,
         }
+    }
+
+    /// Grant this instance `caps` (the default is none).
+    pub fn with_caps(mut self, caps: Arc<AgentCaps>) -> Self {
+        self.caps = caps;
+        self
     }
 
     /// Log any partial last line the guest printed.
@@ -142,7 +152,8 @@ impl bus::Host for HostState {
     }
 }
 
-fn cut(s: &str, max: usize) -> &str {
+/// `s` cut to at most `max` bytes on a character boundary (for log records).
+pub(crate) fn cut(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
