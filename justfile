@@ -20,3 +20,16 @@ lint:
 # Build only the guests (they are also built automatically by tests and the demo).
 guests:
     cd guests && cargo build --release --target wasm32-wasip2
+
+# Untrusted agents beside a healthy pipeline: containment end to end.
+demo-hostile:
+    cargo run --release -p toka -- run config/hostile.toml --for 5s
+
+# Supply-chain checks as CI runs them (add `advisories` where the network allows).
+deny:
+    cargo deny check bans licenses sources
+
+# Bounded fuzzing of the config loader and module loading (cargo install cargo-fuzz).
+fuzz seconds="60":
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run config -- -max_total_time={{seconds}}
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run module -- -max_total_time={{seconds}}
