@@ -5,6 +5,12 @@
 //! (configuration, module).
 
 mod scaffold;
+#[cfg(feature = "secrets")]
+mod secrets_cmd;
+#[cfg(feature = "auth")]
+mod sign_cmd;
+#[cfg(feature = "vault")]
+mod vault_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +69,27 @@ enum Command {
         #[command(subcommand)]
         what: New,
     },
+    /// Manage the encrypted secret store named by a configuration.
+    #[cfg(feature = "secrets")]
+    Secrets {
+        #[command(subcommand)]
+        cmd: secrets_cmd::SecretsCmd,
+    },
+    /// Manage the encrypted blob vault named by a configuration.
+    #[cfg(feature = "vault")]
+    Vault {
+        #[command(subcommand)]
+        cmd: vault_cmd::VaultCmd,
+    },
+    /// Generate a module-signing key pair.
+    #[cfg(feature = "auth")]
+    Keygen(sign_cmd::KeygenArgs),
+    /// Sign modules: write a detached `<file.wasm>.sig` for each.
+    #[cfg(feature = "auth")]
+    Sign(sign_cmd::SignArgs),
+    /// Check modules' signatures against trusted public keys.
+    #[cfg(feature = "auth")]
+    Verify(sign_cmd::VerifyArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -202,6 +229,16 @@ fn main() -> ExitCode {
             );
             println!("run it:    toka run {}/toka.toml --for 5s", path.display());
         }),
+        #[cfg(feature = "secrets")]
+        Command::Secrets { cmd } => secrets_cmd::run(cmd),
+        #[cfg(feature = "vault")]
+        Command::Vault { cmd } => vault_cmd::run(cmd),
+        #[cfg(feature = "auth")]
+        Command::Keygen(args) => sign_cmd::keygen(args),
+        #[cfg(feature = "auth")]
+        Command::Sign(args) => sign_cmd::sign(args),
+        #[cfg(feature = "auth")]
+        Command::Verify(args) => sign_cmd::verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
