@@ -1077,7 +1077,10 @@ fn default_module(modules_dir: &Path, name: &str) -> PathBuf {
 
 /// `IndexerAgent` -> `indexer_agent`, `HTTPServer` -> `http_server`; names
 /// without upper-case letters are returned unchanged.
-fn snake_case(name: &str) -> String {
+/// The file name an agent's module gets when `module` is not given:
+/// `Logger` -> `logger`, `IndexerAgent` -> `indexer_agent`, `HTTPServer` ->
+/// `http_server`, `agent2Go` -> `agent2_go`; `-` and `_` are kept.
+pub fn snake_case(name: &str) -> String {
     let chars: Vec<char> = name.chars().collect();
     let mut out = String::with_capacity(name.len() + 4);
     for (i, &c) in chars.iter().enumerate() {

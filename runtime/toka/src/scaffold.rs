@@ -400,29 +400,9 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
 /// kinds. A library name rustc would warn about is avoided, and the kinds
 /// read like the ones the runtime and the example agents use.
 fn snake_name(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_ascii_uppercase() {
-            let prev = i.checked_sub(1).map(|p| chars[p]);
-            let next = chars.get(i + 1);
-            // Same word boundaries as the runtime's module-name lookup:
-            // `HTTPServer` -> `http_server`, `agent2Go` -> `agent2_go`.
-            let boundary = match prev {
-                Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
-                Some(p) if p.is_ascii_uppercase() => next.is_some_and(char::is_ascii_lowercase),
-                _ => false,
-            };
-            if boundary && !out.ends_with('_') {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else if c == '-' {
-            out.push('_');
-        } else {
-            out.push(c);
-        }
-    }
+    // The runtime's module-name rule (`HTTPServer` -> `http_server`), with `-`
+    // as `_` so the result is also a valid Rust library name.
+    let out = toka_core::config::snake_case(name).replace('-', "_");
     // Inserted underscores can push a 64-character name past the bus's
     // segment limit; the plain lowercase form always fits.
     if out.len() > MAX_SEGMENT_LEN {
