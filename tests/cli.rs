@@ -333,3 +333,81 @@ fn summary_field(log: &str, agent: &str, field: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+#[test]
+fn compile_fills_the_cache_and_run_uses_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("modules");
+    let cache_dir = cache_dir.to_str().unwrap();
+    let wasm = std::fs::read_dir(modules())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "wasm")
+        })
+        .count();
+    // `name  hash  status  time`: how many modules got `status`.
+    let count = |out: &Output, status: &str| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some(status))
+            .count()
+    };
+    let first = toka(&["compile", "target/modules", "--cache-dir", cache_dir]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(count(&first, "compiled"), wasm, "{}", text(&first));
+    let second = toka(&["compile", "target/modules", "--cache-dir", cache_dir]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_eq!(
+        count(&second, "cached"),
+        wasm,
+        "all cached: {}",
+        text(&second)
+    );
+
+    // `run` finds every demo module in the cache.
+    let run = toka(&[
+        "run",
+        "config/demo.toml",
+        "--for",
+        "100ms",
+        "--cache-dir",
+        cache_dir,
+    ]);
+    let log = text(&run);
+    assert_eq!(run.status.code(), Some(0), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("modules loaded") && l.contains("hits=3 misses=0 rebuilt=0")),
+        "{log}"
+    );
+
+    // A module that does not compile is named, and the command fails.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        modules().join("logger.wasm"),
+        dir.path().join("logger.wasm"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("bad.wasm"), b"not wasm").unwrap();
+    let out = toka(&[
+        "compile",
+        dir.path().to_str().unwrap(),
+        "--cache-dir",
+        cache_dir,
+    ]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("bad.wasm") && log.contains("not a WebAssembly file"),
+        "{log}"
+    );
+    assert_eq!(
+        count(&out, "cached"),
+        1,
+        "the good module still compiled: {log}"
+    );
+}

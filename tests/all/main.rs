@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - `bus`: routing, grants, ordering, ticks, init config, native agents, drain;
+//! - `cache`: the precompiled module cache: hits, misses on a changed module
+//!   or other engine settings, corrupt artifacts rebuilt;
 //! - `guests`: one test per guest (enforced by `foreach_guest!`);
 //! - `faults`: a misbehaving guest is stopped, dead-lettered, restarted or
 //!   quarantined while the others carry on;
@@ -10,6 +12,7 @@
 //! - `modules`: malformed modules are refused with a precise reason.
 
 mod bus;
+mod cache;
 mod faults;
 mod guests;
 mod hostile;

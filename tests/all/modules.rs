@@ -27,7 +27,11 @@ fn try_module(bytes: &[u8]) -> String {
     assert_eq!(plan.failed.len(), 1);
     let err = plan.failed[0].1.to_string();
     assert!(err.contains("bad.wasm"), "names the file: {err}");
-    let strict = Runtime::with_options(config(&toml), RuntimeOptions { strict: true });
+    let options = RuntimeOptions {
+        strict: true,
+        ..Default::default()
+    };
+    let strict = Runtime::with_options(config(&toml), options);
     let strict_err = strict
         .expect_err("strict mode refuses to build")
         .to_string();

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use toka_core::config::EventBusConfig;
 use toka_core::{Agent, Context, RuntimeConfig};
@@ -22,6 +23,7 @@ use wasmtime::Engine;
 
 use crate::bus::{Bus, Subscriber};
 use crate::error::{Error, Result};
+use crate::host::cache::{Cache, CacheStats};
 use crate::host::engine::{EngineOptions, EpochTicker, new_engine};
 use crate::host::{self, Module, ModuleError};
 use crate::mailbox::Mailbox;
@@ -37,6 +39,10 @@ pub struct RuntimeOptions {
     /// Refuse to build if any module fails to load (default: report it and
     /// run the other agents).
     pub strict: bool,
+    /// Keep compiled modules in this directory and reuse them across runs
+    /// (see [`host::cache`]; it must be writable by the operator only).
+    /// `None`, the default: compile every module in memory.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Asks a running [`Runtime`] to shut down gracefully.
@@ -63,6 +69,7 @@ pub struct Runtime {
     wasm: Vec<Arc<WasmAgent>>,
     native: Vec<NativeAgent>,
     failed: Vec<(String, ModuleError)>,
+    cache_stats: Option<CacheStats>,
     ticks: TickPlan,
     shutdown: watch::Sender<bool>,
 }
@@ -108,13 +115,40 @@ impl Runtime {
         let engine = new_engine(&EngineOptions { fuel }).map_err(Error::Engine)?;
         let linker = host::new_linker(&engine).map_err(Error::Engine)?;
 
-        // Each distinct file is compiled once, however many agents use it.
-        let mut modules: HashMap<PathBuf, Result<Module, ModuleError>> = HashMap::new();
-        for agent in &config.agents {
-            modules
-                .entry(agent.module.clone())
-                .or_insert_with(|| host::module::load(&engine, &linker, &agent.module));
-        }
+        // A cache that cannot be used costs compile time, not the run.
+        let cache = options
+            .cache_dir
+            .as_ref()
+            .and_then(|dir| match Cache::open(dir) {
+                Ok(cache) => Some(cache),
+                Err(error) => {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        %error,
+                        "module cache unusable; compiling without it"
+                    );
+                    None
+                }
+            });
+        // Each distinct file is compiled once, however many agents use it;
+        // distinct files are compiled in parallel.
+        let mut paths: Vec<PathBuf> = config.agents.iter().map(|a| a.module.clone()).collect();
+        paths.sort();
+        paths.dedup();
+        let started = Instant::now();
+        let loaded = host::module::load_all(&engine, &linker, &paths, cache.as_ref());
+        let cache_stats = cache.as_ref().map(Cache::stats);
+        tracing::info!(
+            modules = paths.len(),
+            elapsed = ?started.elapsed(),
+            cache = %cache.as_ref().map_or_else(|| "off".into(), |c| c.dir().display().to_string()),
+            hits = cache_stats.map(|s| s.hits),
+            misses = cache_stats.map(|s| s.misses),
+            rebuilt = cache_stats.map(|s| s.rebuilt),
+            "modules loaded"
+        );
+        let modules: HashMap<PathBuf, Result<Module, ModuleError>> =
+            paths.into_iter().zip(loaded).collect();
 
         let bus = Bus::new();
         let queue = RunQueue::new();
@@ -173,6 +207,7 @@ impl Runtime {
             wasm,
             native: Vec::new(),
             failed,
+            cache_stats,
             ticks,
             shutdown: watch::channel(false).0,
         })
@@ -273,6 +308,11 @@ impl Runtime {
     /// The bus (publish from the embedder's side with [`Runtime::injector`]).
     pub fn bus(&self) -> &Bus {
         &self.bus
+    }
+
+    /// How the module cache served this build: `None` without a cache.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache_stats
     }
 
     /// The engine every agent runs on.

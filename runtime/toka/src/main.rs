@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input
 //! (configuration, module).
 
+mod compile_cmd;
 mod scaffold;
 #[cfg(feature = "secrets")]
 mod secrets_cmd;
@@ -53,11 +54,26 @@ enum Command {
         /// Refuse to start if any module fails to load.
         #[arg(long)]
         strict: bool,
+        #[command(flatten)]
+        cache: compile_cmd::CacheArgs,
     },
     /// Validate a configuration and its modules, and print the plan.
     Check {
         /// The configuration file (TOML).
         config: PathBuf,
+        #[command(flatten)]
+        cache: compile_cmd::CacheArgs,
+    },
+    /// Precompile every `*.wasm` in a directory into the module cache.
+    Compile {
+        /// The directory of modules.
+        dir: PathBuf,
+        /// Module cache directory (default as for `run`).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Compile for configs that set a `fuel` limit (it changes the code).
+        #[arg(long)]
+        fuel: bool,
     },
     /// Show what a component imports and exports, and whether Toka can run it.
     Inspect {
@@ -136,9 +152,19 @@ fn load(config: &PathBuf) -> anyhow::Result<RuntimeConfig> {
     RuntimeConfig::load(config).map_err(bad)
 }
 
-fn run(config: PathBuf, duration: Option<Duration>, strict: bool) -> anyhow::Result<()> {
+fn run(
+    config: PathBuf,
+    duration: Option<Duration>,
+    strict: bool,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let cfg = load(&config)?;
-    let runtime = Runtime::with_options(cfg, RuntimeOptions { strict }).map_err(|e| match e {
+    let options = RuntimeOptions {
+        strict,
+        cache_dir,
+        ..Default::default()
+    };
+    let runtime = Runtime::with_options(cfg, options).map_err(|e| match e {
         toka_runtime::Error::Module { .. } | toka_runtime::Error::Config(_) => bad(e),
         other => anyhow::Error::new(other),
     })?;
@@ -181,10 +207,14 @@ fn run(config: PathBuf, duration: Option<Duration>, strict: bool) -> anyhow::Res
     Ok(())
 }
 
-fn check(config: PathBuf) -> anyhow::Result<()> {
+fn check(config: PathBuf, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = load(&config)?;
     let unknown = cfg.unknown_keys.clone();
-    let runtime = Runtime::new(cfg).map_err(bad)?;
+    let options = RuntimeOptions {
+        cache_dir,
+        ..Default::default()
+    };
+    let runtime = Runtime::with_options(cfg, options).map_err(bad)?;
     let plan = runtime.plan();
     print!("{plan}");
     for key in unknown {
@@ -216,8 +246,14 @@ fn main() -> ExitCode {
             config,
             duration,
             strict,
-        } => run(config, duration, strict),
-        Command::Check { config } => check(config),
+            cache,
+        } => run(config, duration, strict, cache.dir()),
+        Command::Check { config, cache } => check(config, cache.dir()),
+        Command::Compile {
+            dir,
+            cache_dir,
+            fuel,
+        } => compile_cmd::compile(&dir, cache_dir, fuel),
         Command::Inspect { module } => inspect(module),
         Command::New {
             what: New::Agent { name, dir },

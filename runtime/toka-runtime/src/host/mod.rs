@@ -6,6 +6,7 @@
 //! - [`bindings`]: the one `bindgen!` of `wit/`;
 //! - [`engine`]: engine settings and the epoch ticker behind call deadlines;
 //! - [`module`]: loading and validating components;
+//! - [`cache`]: the on-disk cache of precompiled components;
 //! - [`instance`]: calling `init`/`handle` and classifying faults;
 //! - [`state`]: per-store data and the host side of `bus` and `log`;
 //! - [`limits`]: store limits and the publish token bucket;
@@ -13,6 +14,7 @@
 //! - [`inspect`]: what a component imports and exports, for `toka inspect`.
 
 pub mod bindings;
+pub mod cache;
 pub mod engine;
 pub mod inspect;
 pub mod instance;

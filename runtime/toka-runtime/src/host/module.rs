@@ -1,6 +1,7 @@
 //! Loading agent modules: read, check, compile and pre-link a component once,
 //! so every instance of it (first start and every restart) is a cheap
-//! `InstancePre::instantiate`.
+//! `InstancePre::instantiate`. With a [`Cache`] the compile step is a
+//! checked deserialization whenever the file was compiled before.
 //!
 //! Every failure names the file and says why in operator terms: empty file,
 //! not WebAssembly, a core module rather than a component, a corrupt or
@@ -9,10 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use super::bindings::AgentPre;
+use super::cache::Cache;
 use super::state::HostState;
 
 /// A module that could not be loaded, and why.
@@ -117,9 +120,38 @@ pub fn load(
     linker: &Linker<HostState>,
     path: &Path,
 ) -> Result<Module, ModuleError> {
+    load_cached(engine, linker, path, None)
+}
+
+/// [`load`], taking the compiled component from `cache` when it has a valid
+/// artifact for this file's bytes and engine (and writing one when not).
+pub fn load_cached(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    path: &Path,
+    cache: Option<&Cache>,
+) -> Result<Module, ModuleError> {
     let bytes = read(path)?;
-    let component = compile(engine, path, &bytes)?;
+    let component = match cache {
+        Some(cache) => cache.component(engine, path, &bytes)?.component,
+        None => compile(engine, path, &bytes)?,
+    };
     prelink(linker, path, component)
+}
+
+/// [`load_cached`] for each of `paths`, in order. The files are loaded in
+/// parallel, on top of wasmtime compiling each one's functions in parallel,
+/// so a config of many small modules uses every core too.
+pub fn load_all(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    paths: &[PathBuf],
+    cache: Option<&Cache>,
+) -> Vec<Result<Module, ModuleError>> {
+    paths
+        .par_iter()
+        .map(|path| load_cached(engine, linker, path, cache))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,522 @@
+//! The precompiled module cache: compiled components kept on disk, so a
+//! restart (or another `toka` process) deserializes machine code instead of
+//! running Cranelift again.
+//!
+//! # The key
+//! An artifact is stored under the SHA-256 of: this cache's format version,
+//! the SHA-256 of the module's `.wasm` bytes, and the engine's
+//! [`Engine::precompile_compatibility_hash`]. The latter covers the target,
+//! every Cranelift and ISA flag, wasmtime's tunables and enabled wasm
+//! features, and wasmtime's full crate version (the engine keeps the default
+//! `ModuleVersionStrategy::WasmtimeVersion`; wasmtime 48 has no public
+//! version constant). So a changed module, another wasmtime or other engine
+//! settings (fuel on or off, ...) give another key, and another's artifact is
+//! never even looked up. wasmtime's own header check on deserialization stays
+//! as the second line of defence.
+//!
+//! # The file format
+//! `<dir>/<key in hex>.cwasm`:
+//!
+//! | bytes | content |
+//! |---|---|
+//! | 8 | magic `TOKACWSM` |
+//! | 4 | format version, little-endian `u32` ([`FORMAT_VERSION`]) |
+//! | 32 | the key (so a file copied under another key's name is refused) |
+//! | 32 | SHA-256 of the payload |
+//! | rest | payload: [`Component::serialize`] |
+//!
+//! A file is written to a temporary name in the same directory and renamed
+//! into place, so concurrent `toka` processes see no file or a whole one,
+//! never half of one. A file whose header or checksum does not match (a torn
+//! write after a crash, truncation, a flipped bit) is logged, deleted,
+//! recompiled and rewritten: the load still succeeds.
+//!
+//! # Trust model
+//! Deserializing an artifact is loading native code: wasmtime trusts it
+//! (`Component::deserialize` is `unsafe`). The checksum catches corruption,
+//! not an attacker: whoever can write to the cache directory can write a
+//! valid checksum too, and so run native code as the operator. **The cache
+//! directory must be writable by the operator only.** [`Cache::open`] creates
+//! it `0700` (artifacts `0600`) and refuses an existing directory that group
+//! or others may write to.
+
+use std::hash::Hasher;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::module::{self, ModuleError};
+
+/// The artifact file format version; part of the key and of every header.
+pub const FORMAT_VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"TOKACWSM";
+const HEADER_LEN: usize = MAGIC.len() + 4 + 32 + 32;
+const EXTENSION: &str = "cwasm";
+
+/// The default cache directory: `$TOKA_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/toka/modules`, else `~/.cache/toka/modules`; `None` if
+/// none of them is set.
+pub fn default_dir() -> Option<PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("TOKA_CACHE_DIR") {
+        return Some(dir.into());
+    }
+    // The XDG spec says to ignore a relative XDG_CACHE_HOME.
+    if let Some(xdg) = var("XDG_CACHE_HOME").map(PathBuf::from)
+        && xdg.is_absolute()
+    {
+        return Some(xdg.join("toka/modules"));
+    }
+    var("HOME").map(|home| PathBuf::from(home).join(".cache/toka/modules"))
+}
+
+/// What an artifact is stored under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// SHA-256 of the module's `.wasm` bytes.
+    pub module: [u8; 32],
+    /// The artifact's key: module hash, engine settings, wasmtime version.
+    pub artifact: [u8; 32],
+}
+
+impl Key {
+    /// The key of `wasm` compiled by `engine`.
+    pub fn new(engine: &Engine, wasm: &[u8]) -> Key {
+        let module: [u8; 32] = Sha256::digest(wasm).into();
+        let mut h = ShaHasher(Sha256::new());
+        h.write(b"toka module cache");
+        h.write_u32(FORMAT_VERSION);
+        h.write(&module);
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+        Key {
+            module,
+            artifact: h.0.finalize().into(),
+        }
+    }
+
+    /// The module hash in hex (what `sha256sum` prints for the file).
+    pub fn module_hex(&self) -> String {
+        hex(&self.module)
+    }
+}
+
+/// Feeds what [`std::hash::Hash`] writes into SHA-256, so the engine's
+/// compatibility hash is stable across processes (unlike `DefaultHasher`'s
+/// seeded output, which we could not persist anyway).
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        unreachable!("only the SHA-256 digest is used")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// How a component was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Deserialized from a valid artifact.
+    Cached,
+    /// No artifact: compiled, and the artifact written.
+    Compiled,
+    /// The artifact was unusable (corrupt, truncated, refused by wasmtime):
+    /// deleted, compiled, rewritten.
+    Rebuilt,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Cached => "cached",
+            Outcome::Compiled => "compiled",
+            Outcome::Rebuilt => "rebuilt",
+        })
+    }
+}
+
+/// Lookups so far; each lookup counts as exactly one of the three.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Loaded from a valid artifact.
+    pub hits: u64,
+    /// No artifact for the key: compiled.
+    pub misses: u64,
+    /// An unusable artifact, replaced.
+    pub rebuilt: u64,
+}
+
+/// A component and how it was obtained.
+#[derive(Debug)]
+pub struct Cached {
+    /// The compiled component.
+    pub component: Component,
+    /// Its key.
+    pub key: Key,
+    /// Hit, miss or rebuilt.
+    pub outcome: Outcome,
+}
+
+/// One module precompiled by [`Cache::precompile_all`].
+#[derive(Debug, Clone)]
+pub struct Precompiled {
+    /// The module file.
+    pub path: PathBuf,
+    /// Its key.
+    pub key: Key,
+    /// Whether it was already cached.
+    pub outcome: Outcome,
+    /// Reading, hashing and compiling or loading it.
+    pub elapsed: Duration,
+}
+
+/// A directory of precompiled components (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Cache {
+    dir: PathBuf,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    rebuilt: AtomicU64,
+}
+
+impl Cache {
+    /// Use `dir`, creating it (`0700`) if missing. Refuses a directory that
+    /// group or others may write to: its artifacts would be native code
+    /// anyone could plant.
+    pub fn open(dir: impl Into<PathBuf>) -> io::Result<Cache> {
+        let dir = dir.into();
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&dir)?.permissions().mode();
+            if mode & 0o022 != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is writable by group or others (mode {:o}); a module cache must be private to the operator (chmod 700)",
+                        dir.display(),
+                        mode & 0o777
+                    ),
+                ));
+            }
+        }
+        Ok(Cache {
+            dir,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            rebuilt: AtomicU64::new(0),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Lookups so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            rebuilt: self.rebuilt.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Where the artifact for `key` lives.
+    pub fn artifact_path(&self, key: &Key) -> PathBuf {
+        self.dir.join(format!("{}.{EXTENSION}", hex(&key.artifact)))
+    }
+
+    /// The component for `wasm` (read from `path`, which names it in errors):
+    /// from its artifact if valid, else compiled and the artifact written.
+    /// Cache trouble (unreadable, unwritable) is logged, never an error; only
+    /// a module that does not compile is.
+    pub fn component(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        wasm: &[u8],
+    ) -> Result<Cached, ModuleError> {
+        let key = Key::new(engine, wasm);
+        let file = self.artifact_path(&key);
+        let outcome = match self.read(engine, &file, &key) {
+            Ok(Some(component)) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    module = %path.display(),
+                    artifact = %file.display(),
+                    "module loaded from the cache"
+                );
+                return Ok(Cached {
+                    component,
+                    key,
+                    outcome: Outcome::Cached,
+                });
+            }
+            Ok(None) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                Outcome::Compiled
+            }
+            Err(reason) => {
+                self.rebuilt.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    module = %path.display(),
+                    artifact = %file.display(),
+                    %reason,
+                    "cached artifact unusable; deleting and recompiling"
+                );
+                if let Err(e) = std::fs::remove_file(&file)
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    tracing::warn!(
+                        artifact = %file.display(),
+                        error = %e,
+                        "cannot delete the unusable artifact"
+                    );
+                }
+                Outcome::Rebuilt
+            }
+        };
+        let component = module::compile(engine, path, wasm)?;
+        let written = component
+            .serialize()
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|payload| self.write(&file, &key, &payload).map_err(|e| e.to_string()));
+        if let Err(error) = written {
+            tracing::warn!(
+                artifact = %file.display(),
+                %error,
+                "cannot write to the module cache; carrying on without it"
+            );
+        }
+        Ok(Cached {
+            component,
+            key,
+            outcome,
+        })
+    }
+
+    /// Compile (or find cached) every module in `paths`, in parallel.
+    pub fn precompile_all(
+        &self,
+        engine: &Engine,
+        paths: &[PathBuf],
+    ) -> Vec<Result<Precompiled, ModuleError>> {
+        paths
+            .par_iter()
+            .map(|path| {
+                let start = Instant::now();
+                let wasm = module::read(path)?;
+                let cached = self.component(engine, path, &wasm)?;
+                Ok(Precompiled {
+                    path: path.clone(),
+                    key: cached.key,
+                    outcome: cached.outcome,
+                    elapsed: start.elapsed(),
+                })
+            })
+            .collect()
+    }
+
+    /// `Ok(None)`: no artifact. `Err`: an artifact that must not be used, and why.
+    fn read(&self, engine: &Engine, file: &Path, key: &Key) -> Result<Option<Component>, String> {
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read it: {e}")),
+        };
+        let payload = verify(&bytes, key)?;
+        deserialize(engine, payload)
+            .map(Some)
+            .map_err(|e| format!("wasmtime refused it: {e:#}"))
+    }
+
+    fn write(&self, file: &Path, key: &Key, payload: &[u8]) -> io::Result<()> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.dir.join(format!(
+            ".{}.{}-{}.tmp",
+            hex(&key.artifact[..8]),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut out = io::BufWriter::new(options.open(&tmp)?);
+            out.write_all(&header(key, payload))?;
+            out.write_all(payload)?;
+            out.into_inner().map_err(|e| e.into_error())?;
+            // No fsync: after a crash a torn file fails its checksum and is rebuilt.
+            std::fs::rename(&tmp, file)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+fn header(key: &Key, payload: &[u8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER_LEN);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h.extend_from_slice(&key.artifact);
+    h.extend_from_slice(&Sha256::digest(payload));
+    h
+}
+
+/// Check an artifact file's header and checksum; the payload if they hold.
+fn verify<'a>(bytes: &'a [u8], key: &Key) -> Result<&'a [u8], String> {
+    if bytes.len() < HEADER_LEN {
+        return Err(format!(
+            "truncated ({} bytes, shorter than the header)",
+            bytes.len()
+        ));
+    }
+    let (header, payload) = bytes.split_at(HEADER_LEN);
+    let (magic, rest) = header.split_at(MAGIC.len());
+    let (version, rest) = rest.split_at(4);
+    let (stored_key, checksum) = rest.split_at(32);
+    if magic != MAGIC {
+        return Err("not a Toka cache artifact (bad magic)".into());
+    }
+    if version != FORMAT_VERSION.to_le_bytes() {
+        return Err("written in another cache format version".into());
+    }
+    if stored_key != key.artifact {
+        return Err("its header names another key".into());
+    }
+    if Sha256::digest(payload).as_slice() != checksum {
+        return Err("checksum mismatch (corrupt or truncated)".into());
+    }
+    Ok(payload)
+}
+
+#[expect(
+    unsafe_code,
+    reason = "Component::deserialize loads native code; see the SAFETY comment"
+)]
+fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime requires the bytes to be the unmodified output of
+    // `Component::serialize`. `payload` comes from an artifact in the
+    // operator's own cache directory (`Cache::open` refuses one that group or
+    // others may write to), written by `Cache::write` from
+    // `Component::serialize`, and `verify` checked its SHA-256 and its key
+    // just now, so it is exactly what this code wrote for this module and
+    // engine: corruption on disk is caught by the checksum, and another
+    // version's or setting's artifact has another key (and would still fail
+    // wasmtime's own header check). What no checksum can catch, a writer
+    // with the operator's permissions, could run code as the operator anyway.
+    unsafe { Component::deserialize(engine, payload) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key {
+            module: [1; 32],
+            artifact: [2; 32],
+        }
+    }
+
+    fn artifact(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = header(&key(), payload);
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn a_written_artifact_verifies() {
+        let bytes = artifact(b"payload");
+        assert_eq!(verify(&bytes, &key()).unwrap(), b"payload");
+    }
+
+    #[test]
+    fn corruption_is_named() {
+        let good = artifact(b"payload");
+        let mut flipped = good.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(verify(&flipped, &key()).unwrap_err().contains("checksum"));
+        assert!(
+            verify(&good[..good.len() - 1], &key())
+                .unwrap_err()
+                .contains("checksum")
+        );
+        assert!(
+            verify(&good[..10], &key())
+                .unwrap_err()
+                .contains("truncated")
+        );
+        let mut magic = good.clone();
+        magic[0] = b'X';
+        assert!(verify(&magic, &key()).unwrap_err().contains("magic"));
+        let other = Key {
+            artifact: [3; 32],
+            ..key()
+        };
+        assert!(verify(&good, &other).unwrap_err().contains("another key"));
+    }
+
+    #[test]
+    fn keys_differ_by_module_and_engine_settings() {
+        use crate::host::engine::{EngineOptions, new_engine};
+        let plain = new_engine(&EngineOptions { fuel: false }).unwrap();
+        let fuel = new_engine(&EngineOptions { fuel: true }).unwrap();
+        let again = new_engine(&EngineOptions { fuel: false }).unwrap();
+        assert_eq!(Key::new(&plain, b"a"), Key::new(&again, b"a"));
+        assert_ne!(
+            Key::new(&plain, b"a").artifact,
+            Key::new(&plain, b"b").artifact
+        );
+        assert_ne!(
+            Key::new(&plain, b"a").artifact,
+            Key::new(&fuel, b"a").artifact
+        );
+        assert_eq!(Key::new(&plain, b"a").module, Key::new(&fuel, b"a").module);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_shared_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(
+            Cache::open(&shared)
+                .unwrap_err()
+                .to_string()
+                .contains("chmod 700")
+        );
+        let fresh = dir.path().join("a/b");
+        Cache::open(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}
