@@ -178,9 +178,9 @@ fn inspect_shows_imports_exports_and_capabilities() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(report.contains("runnable as a Toka agent: yes"), "{report}");
-    assert!(report.contains("toka:runtime/bus@0.1.0"), "{report}");
+    assert!(report.contains("toka:runtime/bus@0.1.1"), "{report}");
     assert!(
-        report.contains("toka:runtime/handler@0.1.0 [event, init, handle]"),
+        report.contains("toka:runtime/handler@0.1.1 [event, init, handle]"),
         "{report}"
     );
     assert!(report.contains("wasi:cli/environment"), "{report}");
@@ -281,8 +281,9 @@ fn hostile_agents_are_contained_for_the_whole_run() {
     );
     for agent in ["looper", "bomb"] {
         assert!(
-            log.lines().any(|l| l.contains("agent quarantined")
-                && l.contains(&format!("agent=\"{agent}\""))),
+            log.lines()
+                .any(|l| l.contains("agent quarantined")
+                    && l.contains(&format!("agent=\"{agent}\""))),
             "{agent} was stopped and quarantined: {log}"
         );
     }

@@ -14,4 +14,6 @@ fn main() {
     let modules = toka_guest_build::demo_modules_dir();
     let target = modules.with_file_name("guest-build");
     toka_guest_build::build(&target, &modules);
+    // `toka bench` runs the repo's own `sink` guest from here.
+    println!("cargo:rustc-env=TOKA_BENCH_MODULES={}", modules.display());
 }

@@ -382,12 +382,9 @@ async fn shutdown_asked_before_run_still_stops() {
     ))
     .unwrap();
     rt.shutdown_handle().shutdown();
-    let report = tokio::time::timeout(
-        toka_tests::WAIT,
-        rt.run_until(std::future::pending()),
-    )
-    .await
-    .expect("a shutdown requested before `run` is not lost")
-    .unwrap();
+    let report = tokio::time::timeout(toka_tests::WAIT, rt.run_until(std::future::pending()))
+        .await
+        .expect("a shutdown requested before `run` is not lost")
+        .unwrap();
     assert_eq!(report.agent("Logger").unwrap().faults, 0);
 }

@@ -133,3 +133,80 @@ fn unlinkable() {
         "names the missing import: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy() {
+    // Built against the frozen `toka:runtime@0.1.0` contract; this host
+    // serves 0.1.1 and must still link and run it.
+    logs();
+    let mut rt = Runtime::new(config(
+        r#"
+        [[agents]]
+        name = "old"
+        module = "legacy.wasm"
+        subscribe = ["ping"]
+        publish = ["legacy.echo"]
+        "#,
+    ))
+    .unwrap();
+    assert!(rt.plan().failed.is_empty(), "{:?}", rt.plan().failed);
+    let rec = Recorder::new(&["legacy.echo"]);
+    rt.register("recorder", rec.clone()).unwrap();
+    let cx = rt.injector("test");
+    cx.publish("ping", "hello").unwrap();
+    rt.run_until(async {}).await.unwrap();
+    assert_eq!(rec.payloads("legacy.echo"), ["hello"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capable() {
+    // A guest importing the capability interfaces loads, and without grants
+    // every capability call is a denial value (the `capabilities` tests
+    // cover granted use).
+    logs();
+    let mut rt = Runtime::new(config(
+        r#"
+        [[agents]]
+        name = "capable"
+        subscribe = ["c.cmd"]
+        publish = ["capable.result"]
+        "#,
+    ))
+    .unwrap();
+    let rec = Recorder::new(&["capable.result"]);
+    rt.register("recorder", rec.clone()).unwrap();
+    let cx = rt.injector("test");
+    for cmd in ["secret a/b", "vault-list -", "hash pw"] {
+        cx.publish("c.cmd", cmd).unwrap();
+    }
+    rt.run_until(async {}).await.unwrap();
+    assert_eq!(rec.payloads("capable.result"), ["err:access-denied"; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink() {
+    // The bench guest handles every event and publishes nothing; its live
+    // counters (`Runtime::agent_stats`) follow along.
+    logs();
+    let rt = Runtime::new(config(
+        r#"
+        [[agents]]
+        name = "sink"
+        subscribe = ["bench.>"]
+        "#,
+    ))
+    .unwrap();
+    let stats = rt.agent_stats("sink").unwrap();
+    assert!(rt.agent_stats("nobody").is_none());
+    let cx = rt.injector("test");
+    for size in 0..100 {
+        cx.publish("bench.event", vec![0x5a; size]).unwrap();
+    }
+    let report = rt.run_until(async {}).await.unwrap();
+    let sink = report.agent("sink").unwrap();
+    assert_eq!(
+        (sink.handled, sink.errors, sink.faults, sink.published),
+        (100, 0, 0, 0)
+    );
+    assert_eq!((stats.handled(), stats.starts(), stats.faults()), (100, 1, 0));
+}

@@ -263,8 +263,7 @@ async fn forbidden_publish_is_denied_and_system_kinds_are_unforgeable() {
         .map(|e| e.kind.to_string())
         .collect();
     assert_eq!(
-        forged,
-        ["probe.result"; 4],
+        forged, ["probe.result"; 4],
         "nothing but its granted kind left the victim"
     );
     assert!(rec.payloads("toka.agent.quarantined").is_empty());

@@ -1,9 +1,12 @@
 //! Toka's integration tests: the real kernel running real wasm guests.
 //!
 //! # Layout
+//! - `capabilities`: secrets, vault and auth through a real guest, grants
+//!   and denials;
 //! - `bus`: routing, grants, ordering, ticks, init config, native agents, drain;
 //! - `cache`: the precompiled module cache: hits, misses on a changed module
 //!   or other engine settings, corrupt artifacts rebuilt;
+//! - `fuzz_regressions`: inputs the fuzzers kept, replayed;
 //! - `guests`: one test per guest (enforced by `foreach_guest!`);
 //! - `faults`: a misbehaving guest is stopped, dead-lettered, restarted or
 //!   quarantined while the others carry on;
@@ -13,7 +16,9 @@
 
 mod bus;
 mod cache;
+mod capabilities;
 mod faults;
+mod fuzz_regressions;
 mod guests;
 mod hostile;
 mod modules;

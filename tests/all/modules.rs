@@ -94,3 +94,88 @@ fn missing_file() {
     );
     assert!(err.contains("cannot read"), "{err}");
 }
+
+/// A directory with a copy of the probe, signed by `signer`, and a config
+/// trusting `trusted`.
+fn signed_setup(
+    signer: &toka_auth::SigningKey,
+    trusted: &toka_auth::SigningKey,
+) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("signed.wasm");
+    let bytes = std::fs::read(PROBE).unwrap();
+    std::fs::write(&module, &bytes).unwrap();
+    let sig = toka_auth::module_sig::sign_module(signer, &bytes);
+    std::fs::write(
+        toka_auth::module_sig::signature_path(&module),
+        sig.to_file_string(),
+    )
+    .unwrap();
+    let toml = format!(
+        r#"
+        [trust]
+        require_signatures = true
+        trusted_keys = ["{key}"]
+        [[agents]]
+        name = "signed"
+        module = {module:?}
+        [[agents]]
+        name = "unsigned"
+        module = "probe.wasm"
+        "#,
+        key = trusted.verifying_key(),
+    );
+    (dir, module, toml)
+}
+
+fn refusals(toml: &str) -> Vec<(String, String)> {
+    logs();
+    let rt = Runtime::new(config(toml)).unwrap();
+    rt.plan()
+        .failed
+        .iter()
+        .map(|(agent, e)| (agent.clone(), e.to_string()))
+        .collect()
+}
+
+#[test]
+fn signatures_required_refuse_unsigned_tampered_and_untrusted_modules() {
+    let key = toka_auth::SigningKey::generate().unwrap();
+    let other = toka_auth::SigningKey::generate().unwrap();
+
+    // Signed by a trusted key: loads; the unsigned agent is refused by name.
+    let (_dir, module, toml) = signed_setup(&key, &key);
+    let failed = refusals(&toml);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "unsigned");
+    assert!(
+        failed[0].1.contains("probe.wasm") && failed[0].1.contains("not signed"),
+        "{failed:?}"
+    );
+
+    // Changed after signing: refused, naming the file and the reason.
+    let mut bytes = std::fs::read(&module).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&module, &bytes).unwrap();
+    let failed = refusals(&toml);
+    let tampered = failed.iter().find(|(a, _)| a == "signed").expect("refused");
+    assert!(
+        tampered.1.contains("signed.wasm") && tampered.1.contains("modified after it was signed"),
+        "{tampered:?}"
+    );
+    let strict = Runtime::with_options(
+        config(&toml),
+        RuntimeOptions {
+            strict: true,
+            ..Default::default()
+        },
+    );
+    assert!(strict.is_err(), "--strict refuses to start");
+
+    // Signed, but by a key the operator does not trust.
+    let (_dir, _module, toml) = signed_setup(&other, &key);
+    let failed = refusals(&toml);
+    let untrusted = failed.iter().find(|(a, _)| a == "signed").expect("refused");
+    assert!(untrusted.1.contains("untrusted key"), "{untrusted:?}");
+}

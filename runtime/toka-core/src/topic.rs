@@ -130,6 +130,15 @@ impl AsRef<str> for Kind {
     }
 }
 
+/// Lets maps keyed by `Kind` be searched with a `&str` (the bus finds a
+/// published kind's cached route without allocating a `Kind` first). Sound
+/// because `Kind`'s `Hash` and `Eq` are those of its text.
+impl std::borrow::Borrow<str> for Kind {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Segment {
     Literal(Box<str>),

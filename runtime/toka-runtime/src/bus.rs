@@ -156,13 +156,39 @@ impl Bus {
     }
 
     fn make_event(&self, source: &Arc<str>, kind: Kind, payload: Bytes) -> Arc<Event> {
-        Arc::new(Event {
+        crate::recycle::new_event(Event {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             kind,
             source: source.clone(),
             timestamp_ms: now_ms(),
             payload,
         })
+    }
+
+    /// [`Bus::publish_unchecked`] for a kind given as text: a kind already
+    /// routed reuses the cached `Kind` (no allocation, no second validation).
+    pub(crate) fn publish_str(
+        &self,
+        source: &Arc<str>,
+        kind: &str,
+        payload: Bytes,
+    ) -> Result<u64, PublishError> {
+        let cached = self
+            .inner
+            .routes
+            .read()
+            .get_key_value(kind)
+            .map(|(k, r)| (k.clone(), r.clone()));
+        let (kind, route) = match cached {
+            Some(hit) => hit,
+            None => {
+                let kind =
+                    Kind::new(kind).map_err(|e| PublishError::Invalid(format!("kind `{kind}` {e}")))?;
+                let route = self.route(&kind);
+                (kind, route)
+            }
+        };
+        self.publish_routed(source, kind, route, payload)
     }
 
     /// Publish without any grant check (callers check grants). Returns the id.
@@ -172,10 +198,20 @@ impl Bus {
         kind: Kind,
         payload: Bytes,
     ) -> Result<u64, PublishError> {
+        let route = self.route(&kind);
+        self.publish_routed(source, kind, route, payload)
+    }
+
+    fn publish_routed(
+        &self,
+        source: &Arc<str>,
+        kind: Kind,
+        route: Route,
+        payload: Bytes,
+    ) -> Result<u64, PublishError> {
         if !self.is_open() {
             return Err(PublishError::Unavailable);
         }
-        let route = self.route(&kind);
         let event = self.make_event(source, kind, payload);
         let id = event.id;
         self.inner.published.fetch_add(1, Ordering::Relaxed);

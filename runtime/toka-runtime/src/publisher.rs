@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use toka_core::topic::{is_system_kind, validate_kind};
-use toka_core::{Kind, PatternSet, PublishError, Publisher};
+use toka_core::{PatternSet, PublishError, Publisher};
 
 use crate::bus::Bus;
 use crate::host::limits::TokenBucket;
@@ -128,8 +128,7 @@ impl AgentPublisher {
         {
             return Err(self.refuse(kind, PublishError::RateLimited));
         }
-        let kind = Kind::new(kind).expect("validated above");
-        let id = self.bus.publish_unchecked(&self.name, kind, payload)?;
+        let id = self.bus.publish_str(&self.name, kind, payload)?;
         self.published.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }

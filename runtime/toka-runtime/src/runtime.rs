@@ -24,14 +24,16 @@ use wasmtime::Engine;
 use crate::bus::{Bus, Subscriber};
 use crate::error::{Error, Result};
 use crate::host::cache::{Cache, CacheStats};
-use crate::host::engine::{EngineOptions, EpochTicker, new_engine};
+use crate::host::caps::Capabilities;
+use crate::host::trust::Trust;
+use crate::host::engine::{EngineOptions, EpochTicker, MemoryLayout, new_engine_with};
 use crate::host::{self, Module, ModuleError};
 use crate::mailbox::Mailbox;
 use crate::native::NativeAgent;
 use crate::publisher::{AgentPublisher, PublishGrant};
 use crate::registry::{AgentKind, AgentReport, Plan, PlannedAgent, Report};
 use crate::scheduler::{self, TickPlan};
-use crate::worker::{self, Health, RunQueue, WasmAgent, WorkerContext};
+use crate::worker::{self, AgentCounters, Health, RunQueue, WasmAgent, WorkerContext};
 
 /// Options for building a [`Runtime`] beyond the configuration file.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +45,10 @@ pub struct RuntimeOptions {
     /// (see [`host::cache`]; it must be writable by the operator only).
     /// `None`, the default: compile every module in memory.
     pub cache_dir: Option<PathBuf>,
+    /// Where instances and linear memories live (see
+    /// [`MemoryLayout`]). `None`, the default: chosen from the number of
+    /// agents by [`MemoryLayout::for_agents`].
+    pub memory_layout: Option<MemoryLayout>,
 }
 
 /// Asks a running [`Runtime`] to shut down gracefully.
@@ -111,8 +117,15 @@ impl Runtime {
         for key in &config.unknown_keys {
             tracing::warn!(key = %key, "ignoring unknown config key");
         }
+        // Grants are checked (and stores opened) before any module is compiled:
+        // a grant this build cannot honour is the operator's error, found fast.
+        let capabilities = Capabilities::open(&config).map_err(Error::Capability)?;
+        let trust = Trust::from_config(&config.trust).map_err(Error::Capability)?;
         let fuel = config.agents.iter().any(|a| a.limits.fuel.is_some());
-        let engine = new_engine(&EngineOptions { fuel }).map_err(Error::Engine)?;
+        let layout = options
+            .memory_layout
+            .unwrap_or_else(|| MemoryLayout::for_agents(config.agents.len()));
+        let engine = new_engine_with(&EngineOptions { fuel }, layout).map_err(Error::Engine)?;
         let linker = host::new_linker(&engine).map_err(Error::Engine)?;
 
         // A cache that cannot be used costs compile time, not the run.
@@ -136,7 +149,7 @@ impl Runtime {
         paths.sort();
         paths.dedup();
         let started = Instant::now();
-        let loaded = host::module::load_all(&engine, &linker, &paths, cache.as_ref());
+        let loaded = host::module::load_all(&engine, &linker, &paths, cache.as_ref(), &trust);
         let cache_stats = cache.as_ref().map(Cache::stats);
         tracing::info!(
             modules = paths.len(),
@@ -193,8 +206,9 @@ impl Runtime {
                 Some((agent.limits.publish_rate, agent.limits.publish_burst)),
                 bus.clone(),
             ));
+            let caps = capabilities.for_agent(&agent).map_err(Error::Capability)?;
             wasm.push(Arc::new(WasmAgent::new(
-                index, agent, module, publisher, mailbox, scheduled, &queue, fuel,
+                index, agent, module, publisher, mailbox, scheduled, &queue, fuel, caps,
             )));
         }
 
@@ -318,6 +332,16 @@ impl Runtime {
     /// The engine every agent runs on.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Live counters of the wasm agent `name` (events handled, starts,
+    /// faults), readable from any thread while the runtime runs; `None` if
+    /// there is no such wasm agent. Take it before [`Runtime::run`].
+    pub fn agent_stats(&self, name: &str) -> Option<Arc<AgentCounters>> {
+        self.wasm
+            .iter()
+            .find(|a| a.name() == name)
+            .map(|a| a.counters.clone())
     }
 
     /// A handle that triggers graceful shutdown of [`Runtime::run`].

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input
 //! (configuration, module).
 
+mod bench;
 mod compile_cmd;
 mod scaffold;
 #[cfg(feature = "secrets")]
@@ -106,6 +107,12 @@ enum Command {
     /// Check modules' signatures against trusted public keys.
     #[cfg(feature = "auth")]
     Verify(sign_cmd::VerifyArgs),
+    /// Measure dispatch, latency, restart, cold start and footprint (prints a
+    /// table and one `BENCH {json}` line per scenario).
+    Bench(bench::BenchArgs),
+    /// A `toka bench` scenario run in a child process.
+    #[command(name = "__bench-child", hide = true)]
+    BenchChild(bench::ChildArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,9 +143,10 @@ fn bad(e: impl Into<anyhow::Error>) -> anyhow::Error {
     anyhow::Error::new(BadInput(e.into()))
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -240,7 +248,9 @@ fn inspect(module: PathBuf) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The bench's runtimes would log every agent start; it reports in its table.
+    let quiet = matches!(cli.command, Command::Bench(_) | Command::BenchChild(_));
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Run {
             config,
@@ -275,6 +285,8 @@ fn main() -> ExitCode {
         Command::Sign(args) => sign_cmd::sign(args),
         #[cfg(feature = "auth")]
         Command::Verify(args) => sign_cmd::verify(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchChild(args) => bench::run_child(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ use toka_core::config::Limits;
 use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::{Agent, types};
+use super::caps::AgentCaps;
 use super::engine::deadline_ticks;
 use super::limits::store_limits;
 use super::module::Module;
@@ -102,7 +103,10 @@ fn contain<T>(f: impl FnOnce() -> wasmtime::Result<T>) -> Result<T, Fault> {
         Ok(Err(e)) => Err(Fault::classify(&e)),
         Err(panic) => {
             let message = crate::native::panic_message(&*panic);
-            tracing::error!(message, "host code panicked while serving a guest; stopping that instance");
+            tracing::error!(
+                message,
+                "host code panicked while serving a guest; stopping that instance"
+            );
             Err(Fault {
                 kind: FaultKind::HostPanic,
                 message,
@@ -157,7 +161,8 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
-    /// Instantiate `module` for the agent behind `publisher`.
+    /// Instantiate `module` for the agent behind `publisher`, with no
+    /// capabilities beyond the bus and the log.
     pub fn new(
         engine: &Engine,
         module: &Module,
@@ -166,7 +171,29 @@ impl Instance {
         limits: &Limits,
         budget: Budget,
     ) -> Result<Self, Fault> {
-        let state = HostState::new(publisher, store_limits(limits), limits.stdout_bytes, output);
+        Self::with_caps(
+            engine,
+            module,
+            publisher,
+            output,
+            Arc::default(),
+            limits,
+            budget,
+        )
+    }
+
+    /// [`Instance::new`] holding the capabilities `caps`.
+    pub fn with_caps(
+        engine: &Engine,
+        module: &Module,
+        publisher: Arc<AgentPublisher>,
+        output: Arc<OutputCounters>,
+        caps: Arc<AgentCaps>,
+        limits: &Limits,
+        budget: Budget,
+    ) -> Result<Self, Fault> {
+        let state = HostState::new(publisher, store_limits(limits), limits.stdout_bytes, output)
+            .with_caps(caps);
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();

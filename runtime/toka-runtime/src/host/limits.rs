@@ -12,7 +12,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 const MAX_INSTANCES: usize = 32;
 const MAX_MEMORIES: usize = 8;
 const MAX_TABLES: usize = 32;
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Build the store limiter for an agent with `limits`.
 pub fn store_limits(limits: &Limits) -> StoreLimits {

@@ -11,17 +11,29 @@
 //! - [`state`]: per-store data and the host side of `bus` and `log`;
 //! - [`limits`]: store limits and the publish token bucket;
 //! - [`stdio`]: guest stdout/stderr into `tracing`, capped;
-//! - [`inspect`]: what a component imports and exports, for `toka inspect`.
+//! - [`inspect`]: what a component imports and exports, for `toka inspect`;
+//! - [`caps`]: per-agent capability grants, checked at startup;
+//! - [`trust`]: the `[trust]` module signature policy;
+//! - `secrets`, `vault`, `auth` (each behind its cargo feature): the host
+//!   side of the capability interfaces.
 
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod bindings;
 pub mod cache;
+pub mod caps;
 pub mod engine;
 pub mod inspect;
 pub mod instance;
 pub mod limits;
 pub mod module;
+#[cfg(feature = "secrets")]
+pub mod secrets;
 pub mod state;
 pub mod stdio;
+pub mod trust;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
@@ -31,10 +43,21 @@ pub use module::{Module, ModuleError};
 pub use state::HostState;
 
 /// The linker every agent is instantiated with: WASI p2 (granting nothing by
-/// default) plus the `toka:runtime` interfaces.
+/// default), the kernel's `toka:runtime` interfaces, and each capability
+/// interface this build has. A guest importing a capability the build lacks
+/// fails to load with an error naming the missing import.
 pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    use bindings::toka::runtime as wit;
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    bindings::Agent::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    wit::types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    wit::bus::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    wit::log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    #[cfg(feature = "secrets")]
+    wit::secrets::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    #[cfg(feature = "vault")]
+    wit::vault::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    #[cfg(feature = "auth")]
+    wit::auth::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
 }

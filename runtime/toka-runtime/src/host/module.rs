@@ -17,6 +17,7 @@ use wasmtime::component::{Component, Linker};
 use super::bindings::AgentPre;
 use super::cache::Cache;
 use super::state::HostState;
+use super::trust::Trust;
 
 /// A module that could not be loaded, and why.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -96,7 +97,7 @@ pub fn prelink(
         .map_err(|e| fail(format!("cannot be linked: {e:#}")))?;
     let pre = AgentPre::new(pre).map_err(|e| {
         fail(format!(
-            "does not export the Toka agent world (`toka:runtime/handler@0.1.0` with `init` and `handle`): {e:#}"
+            "does not export the Toka agent world (`toka:runtime/handler@0.1.1` with `init` and `handle`): {e:#}"
         ))
     })?;
     Ok(Module {
@@ -131,7 +132,21 @@ pub fn load_cached(
     path: &Path,
     cache: Option<&Cache>,
 ) -> Result<Module, ModuleError> {
+    load_trusted(engine, linker, path, cache, &Trust::default())
+}
+
+/// [`load_cached`] under the operator's signature policy: the signature is
+/// checked on the very bytes that are then compiled (or looked up in the
+/// cache), so nothing can change between the check and the load.
+pub fn load_trusted(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    path: &Path,
+    cache: Option<&Cache>,
+    trust: &Trust,
+) -> Result<Module, ModuleError> {
     let bytes = read(path)?;
+    trust.check(path, &bytes)?;
     let component = match cache {
         Some(cache) => cache.component(engine, path, &bytes)?.component,
         None => compile(engine, path, &bytes)?,
@@ -147,10 +162,11 @@ pub fn load_all(
     linker: &Linker<HostState>,
     paths: &[PathBuf],
     cache: Option<&Cache>,
+    trust: &Trust,
 ) -> Vec<Result<Module, ModuleError>> {
     paths
         .par_iter()
-        .map(|path| load_cached(engine, linker, path, cache))
+        .map(|path| load_trusted(engine, linker, path, cache, trust))
         .collect()
 }
 
