@@ -182,8 +182,8 @@ impl Bus {
         let (kind, route) = match cached {
             Some(hit) => hit,
             None => {
-                let kind =
-                    Kind::new(kind).map_err(|e| PublishError::Invalid(format!("kind `{kind}` {e}")))?;
+                let kind = Kind::new(kind)
+                    .map_err(|e| PublishError::Invalid(format!("kind `{kind}` {e}")))?;
                 let route = self.route(&kind);
                 (kind, route)
             }
@@ -215,14 +215,20 @@ impl Bus {
         let event = self.make_event(source, kind, payload);
         let id = event.id;
         self.inner.published.fetch_add(1, Ordering::Relaxed);
-        if route.is_empty() {
+        let Some((last, rest)) = route.split_last() else {
             return Ok(id);
-        }
-        let (last, rest) = route.split_last().expect("route is not empty");
+        };
+        // Count every copy before pushing any (a consumer may finish one
+        // before the push returns), in one update rather than one per copy.
+        self.inner
+            .in_flight
+            .fetch_add(route.len() as u64, Ordering::AcqRel);
+        let mut dropped = 0;
         for mailbox in rest {
-            self.offer(mailbox, event.clone());
+            dropped += u64::from(mailbox.push(event.clone()) == Delivery::Dropped);
         }
-        self.offer(last, event);
+        dropped += u64::from(last.push(event) == Delivery::Dropped);
+        self.done(dropped);
         Ok(id)
     }
 
