@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::limits::MAX_TABLE_ELEMENTS;
 
@@ -27,6 +27,9 @@ const POOL_SLACK: u32 = 16;
 const POOL_CORE_INSTANCES: u32 = 16;
 const POOL_MEMORIES: u32 = 2;
 const POOL_TABLES: u32 = 4;
+/// Pooled layout: bytes of a freed memory (and table) reset in place and
+/// kept resident rather than given back to the kernel.
+const KEEP_RESIDENT: usize = 2 << 20;
 /// Compact layout: room a moved memory gets to grow into before it moves again.
 const COMPACT_GROWTH: u64 = 0;
 /// Memory maps a live pooled memory costs (its image, its accessible
@@ -130,7 +133,14 @@ pub fn new_engine_with(options: &EngineOptions, layout: MemoryLayout) -> wasmtim
                 .total_stacks(0)
                 .max_memories_per_module(POOL_MEMORIES)
                 .max_tables_per_module(POOL_TABLES)
-                .table_elements(MAX_TABLE_ELEMENTS);
+                .table_elements(MAX_TABLE_ELEMENTS)
+                // A restarted agent reuses its slot: reset only the pages
+                // the last instance dirtied (found with PAGEMAP_SCAN where
+                // the kernel has it) and keep them resident, so the new
+                // instance's first call takes no page faults.
+                .pagemap_scan(Enabled::Auto)
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(KEEP_RESIDENT);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         MemoryLayout::Compact => {

@@ -10,16 +10,16 @@
 //! reservation and 32 MiB guard (no bounds checks), copy-on-write memory
 //! images, and the pooling allocator with its default limits.
 
-use std::path::Path;
-use std::time::Instant;
-
 use super::{Timer, Timing};
+use std::path::Path;
 
 use anyhow::Context as _;
 use toka_runtime::host::bindings::{Agent, AgentPre, bus, log, types};
 use toka_runtime::host::engine::EpochTicker;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Store data of a raw instance.
@@ -73,7 +73,10 @@ impl Raw {
         pool.total_component_instances(64)
             .total_core_instances(64 * 8)
             .total_memories(64 * 2)
-            .total_tables(64 * 8);
+            .total_tables(64 * 8)
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(2 << 20);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -81,6 +84,11 @@ impl Raw {
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        Self::with_engine(engine, path)
+    }
+
+    /// The sink on `engine`.
+    pub fn with_engine(engine: Engine, path: &Path) -> anyhow::Result<Self> {
         let component = Component::from_file(&engine, path)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .with_context(|| format!("compiling {}", path.display()))?;
@@ -143,10 +151,11 @@ impl Raw {
     }
 
     /// Nanoseconds per `Store::new` + pooled `InstancePre::instantiate` (and
-    /// the store's drop, which returns the slot to the pool), over `n`.
-    pub fn instantiate_ns(&self, n: u64) -> anyhow::Result<f64> {
-        let run = |n: u64| -> anyhow::Result<f64> {
-            let start = Instant::now();
+    /// `init`, if asked), then the store's drop, which returns the slot to
+    /// the pool; over `n`.
+    pub fn instantiate_ns(&self, n: u64, init: bool) -> anyhow::Result<Timing> {
+        let run = |n: u64| -> anyhow::Result<Timing> {
+            let timer = Timer::start();
             for _ in 0..n {
                 let mut store = Store::new(&self.engine, RawState::new());
                 store.set_epoch_deadline(u64::MAX / 2);
@@ -154,9 +163,16 @@ impl Raw {
                     .pre
                     .instantiate(&mut store)
                     .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+                if init {
+                    agent
+                        .toka_runtime_handler()
+                        .call_init(&mut store, &[])
+                        .map_err(|e| anyhow::anyhow!("{e:#}"))?
+                        .map_err(|e| anyhow::anyhow!("init: {e}"))?;
+                }
                 std::hint::black_box(&agent);
             }
-            Ok(start.elapsed().as_nanos() as f64 / n as f64)
+            Ok(timer.per(n))
         };
         run((n / 10).max(100))?;
         run(n)

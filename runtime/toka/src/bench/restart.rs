@@ -9,14 +9,17 @@
 //! against the stricter number.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use toka_runtime::host::stdio::OutputCounters;
 use toka_runtime::host::{self, Budget, Instance};
 use toka_runtime::publisher::{AgentPublisher, PublishGrant};
 
 use super::dispatch::round2;
-use super::{Outcome, Session, Timer, Timing, build_runtime, median, sink_config};
+use toka_runtime::host::engine::MemoryLayout;
+
+use super::{
+    Outcome, Session, Timer, Timing, build_runtime, build_runtime_with, median, sink_config,
+};
 
 /// Nanoseconds per `handle` call through Toka's [`Instance`] (its engine,
 /// store limits, deadline and fault containment) in a tight loop on one
@@ -67,65 +70,99 @@ pub(super) fn instance_call_ns(
     run(calls)
 }
 
-pub(super) fn fresh_instance(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
-    let config = sink_config(&s.modules, 1, "bench.>", 1, 1024)?;
-    let agent = config.agents[0].clone();
-    let rt = build_runtime(config)?;
-    let engine = rt.engine().clone();
-    let wrap = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
-    let linker = host::new_linker(&engine).map_err(wrap)?;
-    let module = host::module::load(&engine, &linker, &s.sink)?;
-    let publisher = Arc::new(AgentPublisher::new(
-        Arc::from(agent.name.as_str()),
-        PublishGrant::Patterns(agent.publish.clone()),
-        agent.limits.max_payload_bytes,
-        Some((agent.limits.publish_rate, agent.limits.publish_burst)),
-        rt.bus().clone(),
-    ));
-    let output = Arc::new(OutputCounters::default());
-    let budget = Budget::from_limits(&agent.limits, false);
-    let fresh = |init: bool, n: u64| -> anyhow::Result<f64> {
-        let start = Instant::now();
+/// Everything a worker needs to build one agent's instance, on the engine
+/// of a runtime with the given layout.
+struct Fresh {
+    engine: wasmtime::Engine,
+    module: host::Module,
+    publisher: Arc<AgentPublisher>,
+    output: Arc<OutputCounters>,
+    agent: toka_core::AgentConfig,
+    budget: Budget,
+}
+
+impl Fresh {
+    fn new(s: &Session, layout: Option<MemoryLayout>) -> anyhow::Result<Self> {
+        let config = sink_config(&s.modules, 1, "bench.>", 1, 1024)?;
+        let agent = config.agents[0].clone();
+        let rt = build_runtime_with(config, layout)?;
+        let engine = rt.engine().clone();
+        let linker = host::new_linker(&engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let module = host::module::load(&engine, &linker, &s.sink)?;
+        let publisher = Arc::new(AgentPublisher::new(
+            Arc::from(agent.name.as_str()),
+            PublishGrant::Patterns(agent.publish.clone()),
+            agent.limits.max_payload_bytes,
+            Some((agent.limits.publish_rate, agent.limits.publish_burst)),
+            rt.bus().clone(),
+        ));
+        Ok(Fresh {
+            engine,
+            module,
+            publisher,
+            output: Arc::new(OutputCounters::default()),
+            budget: Budget::from_limits(&agent.limits, false),
+            agent,
+        })
+    }
+
+    /// Per instance: build it (and call `init` if asked), then drop it.
+    fn time(&self, init: bool, n: u64) -> anyhow::Result<Timing> {
+        let timer = Timer::start();
         for _ in 0..n {
             let mut instance = Instance::new(
-                &engine,
-                &module,
-                publisher.clone(),
-                output.clone(),
-                &agent.limits,
-                budget,
+                &self.engine,
+                &self.module,
+                self.publisher.clone(),
+                self.output.clone(),
+                &self.agent.limits,
+                self.budget,
             )?;
             if init {
-                instance.init(&agent.settings)?;
+                instance.init(&self.agent.settings)?;
             }
             drop(instance);
         }
-        Ok(start.elapsed().as_nanos() as f64 / n as f64)
-    };
-    let n = s.scale.instances;
-    fresh(true, n / 10)?;
-    let (mut ready, mut bare, mut raw) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..s.scale.repeats {
-        raw.push(s.raw.instantiate_ns(n)?);
-        ready.push(fresh(true, n)?);
-        bare.push(fresh(false, n)?);
+        Ok(timer.per(n))
     }
-    let (ready, bare, raw) = (median(ready), median(bare), median(raw));
-    let ratio = ready / raw;
+}
+
+pub(super) fn fresh_instance(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
+    // The layout the runtime picks for one agent (pooled), and on-demand
+    // for comparison.
+    let pooled = Fresh::new(s, None)?;
+    let on_demand = Fresh::new(s, Some(MemoryLayout::OnDemand))?;
+    let n = s.scale.instances;
+    pooled.time(true, n / 10)?;
+    on_demand.time(true, n / 10)?;
+    let mut runs = Vec::new();
+    for _ in 0..s.scale.repeats {
+        runs.push([
+            pooled.time(false, n)?,
+            s.raw.instantiate_ns(n, false)?,
+            pooled.time(true, n)?,
+            s.raw.instantiate_ns(n, true)?,
+            on_demand.time(true, n)?,
+        ]);
+    }
+    let wall = |i: usize| median(runs.iter().map(|r| r[i].wall).collect()) / 1000.0;
+    let (fresh, raw, ready, raw_ready, demand) = (wall(0), wall(1), wall(2), wall(3), wall(4));
+    let ratio = fresh / raw;
+    let ready_ratio = ready / raw_ready;
     Ok(vec![
         Outcome::new(
             "restart_fresh_instance",
             format!(
-                "{:.1} us ready ({:.1} us without init); raw pooled instantiate {:.1} us; ratio {ratio:.2}",
-                ready / 1000.0,
-                bare / 1000.0,
-                raw / 1000.0
+                "{fresh:.1} us vs raw pooled instantiate {raw:.1} us (ratio {ratio:.2}); ready after init {ready:.1} us vs raw {raw_ready:.1} us (ratio {ready_ratio:.2}); on-demand layout {demand:.1} us"
             ),
         )
-        .field("fresh_ready_us", round2(ready / 1000.0))
-        .field("fresh_instantiate_us", round2(bare / 1000.0))
-        .field("raw_pooled_instantiate_us", round2(raw / 1000.0))
+        .field("fresh_instance_us", round2(fresh))
+        .field("raw_pooled_instantiate_us", round2(raw))
         .field("ratio_vs_raw", round2(ratio))
+        .field("fresh_ready_us", round2(ready))
+        .field("raw_ready_us", round2(raw_ready))
+        .field("ready_ratio_vs_raw", round2(ready_ratio))
+        .field("fresh_ready_on_demand_us", round2(demand))
         .field("instances", n)
         .target("<= 1.2x raw pooled instantiate", ratio <= 1.2),
     ])
