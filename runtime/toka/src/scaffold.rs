@@ -16,6 +16,9 @@ use anyhow::{Context, bail};
 /// scaffold always matches the host that produced it.
 const TYPES_WIT: &str = include_str!("../../../wit/types.wit");
 const WORLDS_WIT: &str = include_str!("../../../wit/worlds.wit");
+const SECRETS_WIT: &str = include_str!("../../../wit/secrets.wit");
+const VAULT_WIT: &str = include_str!("../../../wit/vault.wit");
+const AUTH_WIT: &str = include_str!("../../../wit/auth.wit");
 
 /// Longest accepted agent name, in characters. Mirrors the runtime's own
 /// limit on `[[agents]] name`, so the generated `toka.toml` always loads.
@@ -324,11 +327,14 @@ pub fn new_agent(parent: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let snake = snake_name(name);
     let vars: &[(&str, &str)] = &[("name", name), ("snake", &snake)];
 
-    let files: [(&str, String); 7] = [
+    let files: [(&str, String); 10] = [
         ("Cargo.toml", render(CARGO_TOML, vars)),
         ("src/lib.rs", render(LIB_RS, vars)),
         ("wit/types.wit", TYPES_WIT.to_owned()),
         ("wit/worlds.wit", WORLDS_WIT.to_owned()),
+        ("wit/secrets.wit", SECRETS_WIT.to_owned()),
+        ("wit/vault.wit", VAULT_WIT.to_owned()),
+        ("wit/auth.wit", AUTH_WIT.to_owned()),
         ("toka.toml", render(TOKA_TOML, vars)),
         ("README.md", render(README_MD, vars)),
         (".gitignore", GITIGNORE.to_owned()),
