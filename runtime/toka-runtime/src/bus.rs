@@ -155,40 +155,42 @@ impl Bus {
         route
     }
 
-    fn make_event(&self, source: &Arc<str>, kind: Kind, payload: Bytes) -> Arc<Event> {
-        crate::recycle::new_event(Event {
-            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+    fn make_event(&self, source: &Arc<str>, kind: &Kind, payload: Bytes) -> Arc<Event> {
+        crate::recycle::new_event(
+            self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             kind,
-            source: source.clone(),
-            timestamp_ms: now_ms(),
+            source,
+            now_ms(),
             payload,
-        })
+        )
     }
 
-    /// [`Bus::publish_unchecked`] for a kind given as text: a kind already
-    /// routed reuses the cached `Kind` (no allocation, no second validation).
+    /// [`Bus::publish_unchecked`] for a kind given as text. A kind already
+    /// routed is published with its cached `Kind`, borrowed under the route
+    /// cache's read lock: no allocation, no second validation, and (see
+    /// `recycle`) usually no reference count touched.
     pub(crate) fn publish_str(
         &self,
         source: &Arc<str>,
         kind: &str,
         payload: Bytes,
     ) -> Result<u64, PublishError> {
-        let cached = self
-            .inner
-            .routes
-            .read()
-            .get_key_value(kind)
-            .map(|(k, r)| (k.clone(), r.clone()));
-        let (kind, route) = match cached {
-            Some(hit) => hit,
-            None => {
-                let kind = Kind::new(kind)
-                    .map_err(|e| PublishError::Invalid(format!("kind `{kind}` {e}")))?;
-                let route = self.route(&kind);
-                (kind, route)
-            }
-        };
-        self.publish_routed(source, kind, route, payload)
+        if !self.is_open() {
+            return Err(PublishError::Unavailable);
+        }
+        let routes = self.inner.routes.read();
+        if let Some((cached, route)) = routes.get_key_value(kind) {
+            let route = route.clone();
+            let event = self.make_event(source, cached, payload);
+            drop(routes);
+            return Ok(self.deliver(event, &route));
+        }
+        drop(routes);
+        let kind =
+            Kind::new(kind).map_err(|e| PublishError::Invalid(format!("kind `{kind}` {e}")))?;
+        let route = self.route(&kind);
+        let event = self.make_event(source, &kind, payload);
+        Ok(self.deliver(event, &route))
     }
 
     /// Publish without any grant check (callers check grants). Returns the id.
@@ -198,25 +200,20 @@ impl Bus {
         kind: Kind,
         payload: Bytes,
     ) -> Result<u64, PublishError> {
-        let route = self.route(&kind);
-        self.publish_routed(source, kind, route, payload)
-    }
-
-    fn publish_routed(
-        &self,
-        source: &Arc<str>,
-        kind: Kind,
-        route: Route,
-        payload: Bytes,
-    ) -> Result<u64, PublishError> {
         if !self.is_open() {
             return Err(PublishError::Unavailable);
         }
-        let event = self.make_event(source, kind, payload);
+        let route = self.route(&kind);
+        let event = self.make_event(source, &kind, payload);
+        Ok(self.deliver(event, &route))
+    }
+
+    /// Queue `event` into every mailbox of `route`; returns its id.
+    fn deliver(&self, event: Arc<Event>, route: &[Arc<Mailbox>]) -> u64 {
         let id = event.id;
         self.inner.published.fetch_add(1, Ordering::Relaxed);
         let Some((last, rest)) = route.split_last() else {
-            return Ok(id);
+            return id;
         };
         // Count every copy before pushing any (a consumer may finish one
         // before the push returns), in one update rather than one per copy.
@@ -229,7 +226,7 @@ impl Bus {
         }
         dropped += u64::from(last.push(event) == Delivery::Dropped);
         self.done(dropped);
-        Ok(id)
+        id
     }
 
     /// Publish one of the runtime's own events (`toka.*`), source `toka`.
@@ -243,7 +240,7 @@ impl Bus {
         if !self.accepts_intake() {
             return;
         }
-        let event = self.make_event(runtime_source(), Kind::new(kind).expect("valid"), payload);
+        let event = self.make_event(runtime_source(), &Kind::new(kind).expect("valid"), payload);
         self.inner.published.fetch_add(1, Ordering::Relaxed);
         let mailbox = self.inner.subscribers.read()[to].mailbox.clone();
         self.offer(&mailbox, event);

@@ -11,16 +11,18 @@
 //! it held the only reference to) back to a bounded process-wide list, once
 //! per batch, after dropping their payloads. A publishing thread takes that
 //! whole list into a thread-local cache when its cache is empty and reuses
-//! the allocations in place; overwriting an event drops its old kind and
-//! source on the publishing thread, where they were cloned. Allocations that
-//! do not fit the bound are freed as usual, so memory stays bounded.
+//! the allocations in place. An allocation that already holds the new
+//! event's kind and source (a stream's, nearly always) keeps them, so no
+//! reference count changes at all; otherwise the old ones drop on the
+//! publishing thread, where they were cloned. Allocations that do not fit
+//! the bound are freed as usual, so memory stays bounded.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use toka_core::Event;
+use toka_core::{Event, Kind};
 
 /// Most allocations kept on the shared list (about 128 bytes each).
 const SHARED_MAX: usize = 4096;
@@ -33,13 +35,19 @@ thread_local! {
     static LOCAL: RefCell<Vec<Arc<Event>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `event` behind an `Arc`, in a reused allocation when one is at hand.
-pub(crate) fn new_event(event: Event) -> Arc<Event> {
+/// A new event behind an `Arc`, in a reused allocation when one is at hand.
+pub(crate) fn new_event(
+    id: u64,
+    kind: &Kind,
+    source: &Arc<str>,
+    timestamp_ms: u64,
+    payload: Bytes,
+) -> Arc<Event> {
     let reused = LOCAL
         .try_with(|local| take(&mut *local.try_borrow_mut().ok()?, &SHARED))
         .ok()
         .flatten();
-    reuse(reused, event)
+    reuse(reused, id, kind, source, timestamp_ms, payload)
 }
 
 /// Return finished events; the ones held elsewhere too are just dropped.
@@ -57,21 +65,49 @@ fn take(local: &mut Vec<Arc<Event>>, shared: &Mutex<Vec<Arc<Event>>>) -> Option<
     local.pop()
 }
 
-fn reuse(reused: Option<Arc<Event>>, event: Event) -> Arc<Event> {
-    match reused {
-        Some(mut arc) => match Arc::get_mut(&mut arc) {
-            Some(slot) => {
-                // Drops the old kind and source here, on the thread that
-                // cloned the new ones.
-                *slot = event;
-                arc
-            }
-            // Only unique allocations are given back, but a shared one is
-            // simply left alone.
-            None => Arc::new(event),
-        },
-        None => Arc::new(event),
+fn reuse(
+    reused: Option<Arc<Event>>,
+    id: u64,
+    kind: &Kind,
+    source: &Arc<str>,
+    timestamp_ms: u64,
+    payload: Bytes,
+) -> Arc<Event> {
+    if let Some(mut arc) = reused
+        && let Some(slot) = Arc::get_mut(&mut arc)
+    {
+        slot.id = id;
+        slot.timestamp_ms = timestamp_ms;
+        slot.payload = payload;
+        // A stream reuses allocations that already hold its kind and source:
+        // keep them rather than clone the new ones and drop the old. Their
+        // reference counts then stay untouched, so the cache lines holding
+        // the kind's and source's text (beside the counts) stay shared with
+        // the worker reading them, instead of moving to this core and back
+        // on every event. The old ones, when different, drop here, on the
+        // thread that cloned them.
+        if !same_text(slot.kind.as_str(), kind.as_str()) {
+            slot.kind = kind.clone();
+        }
+        if !Arc::ptr_eq(&slot.source, source) {
+            slot.source = source.clone();
+        }
+        return arc;
     }
+    // No allocation at hand (or, never in practice, a shared one).
+    Arc::new(Event {
+        id,
+        kind: kind.clone(),
+        source: source.clone(),
+        timestamp_ms,
+        payload,
+    })
+}
+
+/// Whether `a` and `b` are the same allocation: both are alive, so equal
+/// addresses mean the same `Kind`.
+fn same_text(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b)
 }
 
 fn give(events: impl Iterator<Item = Arc<Event>>, shared: &Mutex<Vec<Arc<Event>>>) {
@@ -126,12 +162,28 @@ mod tests {
         );
 
         let mut local = Vec::new();
-        let reused = reuse(take(&mut local, &shared), event(3, b"new"));
+        let kind = Kind::new("c.d").unwrap();
+        let source: Arc<str> = "s".into();
+        let new = |local: &mut Vec<_>, id| {
+            let payload = Bytes::from_static(b"new");
+            reuse(take(local, &shared), id, &kind, &source, 7, payload)
+        };
+        let reused = new(&mut local, 3);
         assert_eq!(Arc::as_ptr(&reused), a_ptr, "the allocation is reused");
-        assert_eq!((reused.id, &reused.payload[..]), (3, &b"new"[..]));
+        assert_eq!(
+            (
+                reused.id,
+                reused.kind.as_str(),
+                &*reused.source,
+                reused.timestamp_ms
+            ),
+            (3, "c.d", "s", 7)
+        );
+        assert_eq!(reused.payload, Bytes::from_static(b"new"));
         assert!(shared.lock().is_empty() && local.is_empty());
-        let fresh = reuse(take(&mut local, &shared), event(4, b""));
+        let fresh = new(&mut local, 4);
         assert_ne!(Arc::as_ptr(&fresh), a_ptr);
+        assert_eq!((fresh.id, fresh.kind.as_str()), (4, "c.d"));
     }
 
     #[test]
