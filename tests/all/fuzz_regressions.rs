@@ -35,7 +35,11 @@ fn config_inputs_give_errors_not_panics() {
             &["drivers"],
             &env,
         ) {
-            assert!(e.to_string().contains("fuzz.toml"), "{}: {e}", file.display());
+            assert!(
+                e.to_string().contains("fuzz.toml"),
+                "{}: {e}",
+                file.display()
+            );
         }
     }
 }
@@ -50,7 +54,11 @@ fn module_inputs_are_refused_naming_the_file() {
         let outcome = module::compile(&engine, path, &bytes)
             .and_then(|component| module::prelink(&linker, path, component).map(|_| ()));
         if let Err(e) = outcome {
-            assert!(e.to_string().contains("fuzz.wasm"), "{}: {e}", file.display());
+            assert!(
+                e.to_string().contains("fuzz.wasm"),
+                "{}: {e}",
+                file.display()
+            );
         }
     }
 }

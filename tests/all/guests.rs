@@ -208,5 +208,8 @@ async fn sink() {
         (sink.handled, sink.errors, sink.faults, sink.published),
         (100, 0, 0, 0)
     );
-    assert_eq!((stats.handled(), stats.starts(), stats.faults()), (100, 1, 0));
+    assert_eq!(
+        (stats.handled(), stats.starts(), stats.faults()),
+        (100, 1, 0)
+    );
 }

@@ -124,8 +124,7 @@ impl Wake for Waker {
         // Read before the swap: while the agent is already scheduled (a busy
         // agent, every push of a stream) the flag's cache line stays shared
         // instead of bouncing between the publisher's core and the worker's.
-        if !self.scheduled.load(Ordering::Acquire) && !self.scheduled.swap(true, Ordering::AcqRel)
-        {
+        if !self.scheduled.load(Ordering::Acquire) && !self.scheduled.swap(true, Ordering::AcqRel) {
             let _ = self.queue.send(self.index);
         }
     }

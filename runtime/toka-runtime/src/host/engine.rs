@@ -30,14 +30,15 @@ const POOL_TABLES: u32 = 4;
 /// Pooled layout: bytes of a freed memory (and table) reset in place and
 /// kept resident rather than given back to the kernel.
 const KEEP_RESIDENT: usize = 2 << 20;
-/// Compact layout: room a moved memory gets to grow into before it moves again.
-const COMPACT_GROWTH: u64 = 0;
-/// Memory maps a live pooled memory costs (its image, its accessible
-/// pages, the rest of its slot).
-const MAPS_PER_POOLED_MEMORY: u32 = 3;
+/// Compact layout, when the maps allow: room a memory gets to grow into.
+const COMPACT_GROWTH: u64 = 1 << 20;
+/// Memory maps a live pooled memory costs (a Rust guest's stack pages, its
+/// copy-on-write data image, its heap, the rest of its slot).
+const MAPS_PER_POOLED_MEMORY: usize = 4;
 /// Most agents the pooled layout serves: each pooled memory reserves 4 GiB
-/// of address space plus its guard (47-bit user space holds 128 TiB).
-const MAX_POOLED_AGENTS: usize = 8192;
+/// of address space plus its guard, two per agent, and 47-bit user space
+/// holds 128 TiB.
+pub const MAX_POOLED_AGENTS: usize = 8192;
 /// Linux's default `vm.max_map_count`.
 const DEFAULT_MAX_MAP_COUNT: usize = 65_530;
 
@@ -60,32 +61,54 @@ pub enum MemoryLayout {
     OnDemand,
     /// The same reservation and guard, with instances, memories and tables
     /// taken from pools preallocated for `agents` agents: instantiation only
-    /// resets a slot. Fastest; each live memory keeps about three memory
+    /// resets a slot. Fastest; each live memory keeps about four memory
     /// maps.
     Pooled {
         /// Agents the pools are sized for.
         agents: u32,
     },
-    /// Each memory mapped at exactly its size, no guard, no reservation and
-    /// no copy-on-write image, so neighbouring memories merge into few maps:
-    /// fits any agent count. Compiled code checks bounds explicitly, and a
-    /// memory that grows is moved (copied) into a larger mapping.
-    Compact,
+    /// Each memory mapped at its size plus `growth` bytes to grow into, with
+    /// no guard and no copy-on-write image. With `growth` 0 neighbouring
+    /// memories merge into a handful of maps: any agent count fits.
+    /// Compiled code checks bounds explicitly, and a memory that outgrows its
+    /// mapping is moved (copied) into a larger one; with `growth` 0 that is
+    /// every growth.
+    Compact {
+        /// Bytes reserved after each memory (each costs one more map).
+        growth: u64,
+    },
 }
 
 impl MemoryLayout {
-    /// The layout for a runtime of `agents` wasm agents: pooled while the
-    /// pools' memory maps fit comfortably under `vm.max_map_count` (read from
-    /// `/proc`) and their reservations in the address space; compact beyond.
+    /// The layout for a runtime of `agents` wasm agents, the fastest whose
+    /// memory maps fit in half of `vm.max_map_count` (read from `/proc`;
+    /// the other half is the rest of the process's), assuming up to two
+    /// memories per agent:
+    /// - [`Pooled`](MemoryLayout::Pooled) at about four maps per memory, up
+    ///   to [`MAX_POOLED_AGENTS`] (its reservations' share of the address
+    ///   space): 4,095 agents under Linux's default limit of 65,530;
+    /// - [`Compact`](MemoryLayout::Compact) with 1 MiB to grow into (two maps
+    ///   per memory) while that fits;
+    /// - else `Compact` with nothing to grow into (memories merge into a
+    ///   handful of maps, however many agents).
     pub fn for_agents(agents: usize) -> Self {
-        let max_maps = max_map_count().unwrap_or(DEFAULT_MAX_MAP_COUNT);
-        let pooled_maps = agents.saturating_mul((POOL_MEMORIES * MAPS_PER_POOLED_MEMORY) as usize);
-        if agents <= MAX_POOLED_AGENTS && pooled_maps <= max_maps / 2 {
+        Self::for_agents_and_limit(agents, max_map_count().unwrap_or(DEFAULT_MAX_MAP_COUNT))
+    }
+
+    fn for_agents_and_limit(agents: usize, max_map_count: usize) -> Self {
+        let budget = max_map_count / 2;
+        let memories = agents.saturating_mul(POOL_MEMORIES as usize);
+        if agents <= MAX_POOLED_AGENTS && memories.saturating_mul(MAPS_PER_POOLED_MEMORY) <= budget
+        {
             MemoryLayout::Pooled {
                 agents: agents as u32,
             }
+        } else if memories.saturating_mul(2) <= budget {
+            MemoryLayout::Compact {
+                growth: COMPACT_GROWTH,
+            }
         } else {
-            MemoryLayout::Compact
+            MemoryLayout::Compact { growth: 0 }
         }
     }
 }
@@ -106,6 +129,35 @@ pub fn new_engine(options: &EngineOptions) -> wasmtime::Result<Engine> {
 
 /// [`new_engine`] with a chosen [`MemoryLayout`].
 pub fn new_engine_with(options: &EngineOptions, layout: MemoryLayout) -> wasmtime::Result<Engine> {
+    match layout {
+        MemoryLayout::OnDemand => Engine::new(&base_config(options)),
+        MemoryLayout::Pooled { agents } => {
+            // Resetting freed slots in place needs PAGEMAP_SCAN (Linux 6.7):
+            // without it "keep resident" would memset the whole region on
+            // every free, so then slots are given back to the kernel instead.
+            let mut config = base_config(options);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(agents, true)));
+            Engine::new(&config).or_else(|_| {
+                let mut config = base_config(options);
+                config
+                    .allocation_strategy(InstanceAllocationStrategy::Pooling(pool(agents, false)));
+                Engine::new(&config)
+            })
+        }
+        MemoryLayout::Compact { growth } => {
+            let mut config = base_config(options);
+            config
+                .memory_reservation(0)
+                .memory_guard_size(0)
+                .guard_before_linear_memory(false)
+                .memory_reservation_for_growth(growth)
+                .memory_init_cow(false);
+            Engine::new(&config)
+        }
+    }
+}
+
+fn base_config(options: &EngineOptions) -> Config {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
@@ -119,40 +171,32 @@ pub fn new_engine_with(options: &EngineOptions, layout: MemoryLayout) -> wasmtim
         .max_wasm_stack(512 * 1024)
         .memory_init_cow(true)
         .parallel_compilation(true);
-    match layout {
-        MemoryLayout::OnDemand => {}
-        MemoryLayout::Pooled { agents } => {
-            let mut pool = PoolingAllocationConfig::new();
-            let agents = agents.max(1).saturating_add(POOL_SLACK);
-            pool.total_component_instances(agents)
-                .total_core_instances(agents.saturating_mul(POOL_CORE_INSTANCES))
-                .total_memories(agents.saturating_mul(POOL_MEMORIES))
-                .total_tables(agents.saturating_mul(POOL_TABLES))
-                // Toka never runs guests on fibers: no async stacks (each
-                // would cost two memory maps and 2 MiB of address space).
-                .total_stacks(0)
-                .max_memories_per_module(POOL_MEMORIES)
-                .max_tables_per_module(POOL_TABLES)
-                .table_elements(MAX_TABLE_ELEMENTS)
-                // A restarted agent reuses its slot: reset only the pages
-                // the last instance dirtied (found with PAGEMAP_SCAN where
-                // the kernel has it) and keep them resident, so the new
-                // instance's first call takes no page faults.
-                .pagemap_scan(Enabled::Auto)
-                .linear_memory_keep_resident(KEEP_RESIDENT)
-                .table_keep_resident(KEEP_RESIDENT);
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        }
-        MemoryLayout::Compact => {
-            config
-                .memory_reservation(0)
-                .memory_guard_size(0)
-                .guard_before_linear_memory(false)
-                .memory_reservation_for_growth(COMPACT_GROWTH)
-                .memory_init_cow(false);
-        }
+    config
+}
+
+/// Pools for `agents` agents; `reset_in_place`: see [`new_engine_with`].
+fn pool(agents: u32, reset_in_place: bool) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    let agents = agents.max(1).saturating_add(POOL_SLACK);
+    pool.total_component_instances(agents)
+        .total_core_instances(agents.saturating_mul(POOL_CORE_INSTANCES))
+        .total_memories(agents.saturating_mul(POOL_MEMORIES))
+        .total_tables(agents.saturating_mul(POOL_TABLES))
+        // Toka never runs guests on fibers: no async stacks (each would
+        // cost two memory maps and 2 MiB of address space).
+        .total_stacks(0)
+        .max_memories_per_module(POOL_MEMORIES)
+        .max_tables_per_module(POOL_TABLES)
+        .table_elements(MAX_TABLE_ELEMENTS);
+    if reset_in_place {
+        // A restarted agent reuses its slot: reset only the pages the last
+        // instance dirtied and keep them resident, so the new instance's
+        // first call takes no page faults.
+        pool.pagemap_scan(Enabled::Yes)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT);
     }
-    Engine::new(&config)
+    pool
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
@@ -205,4 +249,36 @@ impl std::fmt::Debug for EpochTicker {
 pub fn deadline_ticks(timeout: Duration) -> u64 {
     let tick = EPOCH_TICK.as_nanos();
     (timeout.as_nanos().div_ceil(tick) as u64).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_follows_the_agent_count_and_the_map_limit() {
+        let pick = MemoryLayout::for_agents_and_limit;
+        assert_eq!(pick(1, 65_530), MemoryLayout::Pooled { agents: 1 });
+        assert_eq!(pick(4_095, 65_530), MemoryLayout::Pooled { agents: 4_095 });
+        let grow = MemoryLayout::Compact {
+            growth: COMPACT_GROWTH,
+        };
+        assert_eq!(pick(4_096, 65_530), grow);
+        assert_eq!(pick(100_000, 65_530), MemoryLayout::Compact { growth: 0 });
+        // An operator who raises vm.max_map_count keeps the faster layouts.
+        assert_eq!(pick(8_192, 1 << 20), MemoryLayout::Pooled { agents: 8_192 });
+        assert_eq!(pick(100_000, 1 << 20), grow);
+    }
+
+    #[test]
+    fn every_layout_builds() {
+        for layout in [
+            MemoryLayout::OnDemand,
+            MemoryLayout::Pooled { agents: 4 },
+            MemoryLayout::Compact { growth: 0 },
+            MemoryLayout::Compact { growth: 1 << 20 },
+        ] {
+            new_engine_with(&EngineOptions::default(), layout).unwrap();
+        }
+    }
 }

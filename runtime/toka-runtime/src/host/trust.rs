@@ -96,7 +96,8 @@ impl Trust {
                 Err(e) => return Err(fail(format!("cannot read {}: {e}", sig_path.display()))),
             };
             let sig = Signature::parse(&text).map_err(|e| fail(format!("refused: {e}")))?;
-            let signer = verify_module(bytes, &sig, keys).map_err(|e| fail(format!("refused: {e}")))?;
+            let signer =
+                verify_module(bytes, &sig, keys).map_err(|e| fail(format!("refused: {e}")))?;
             tracing::info!(module = %path.display(), key_id = %signer, "module signature verified");
         }
         let _ = (path, bytes);

@@ -107,7 +107,8 @@ fn footprint_child(agents: usize, modules: &Path, layout: Option<&str>) -> anyho
         Some("pooled") => Some(MemoryLayout::Pooled {
             agents: agents as u32,
         }),
-        Some("compact") => Some(MemoryLayout::Compact),
+        Some("compact") => Some(MemoryLayout::Compact { growth: 0 }),
+        Some("compact-growth") => Some(MemoryLayout::Compact { growth: 1 << 20 }),
         Some(other) => anyhow::bail!("unknown layout {other}"),
     };
     let (rss0, maps0) = (rss_kib(), maps());
