@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use toka_core::Context;
 use toka_runtime::bus::Bus;
+use toka_runtime::host::engine::MemoryLayout;
 
 use super::{
     Outcome, Running, Session, Timer, Timing, build_runtime, group, median, sink_config,
@@ -64,7 +65,7 @@ pub(super) fn one_agent(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
         let mut runs = Vec::new();
         for _ in 0..s.scale.repeats {
             let raw = s.raw.call_ns(&payload, s.scale.calls)?;
-            let direct = super::restart::instance_call_ns(s, &payload, s.scale.calls)?;
+            let direct = super::restart::instance_call_ns(s, &payload, s.scale.calls, None)?;
             let before = stats.handled();
             let worker_cpu = threads_cpu_ns("toka-worker");
             let start = Instant::now();
@@ -112,6 +113,11 @@ pub(super) fn one_agent(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
         .field("ratio_vs_raw", round2(ratio))
         .field("payload_bytes", size);
         if size == 64 {
+            // The dense layout's explicit bounds checks, for the README.
+            let compact = MemoryLayout::Compact { growth: 0 };
+            let compact =
+                super::restart::instance_call_ns(s, &payload, s.scale.calls, Some(compact))?;
+            row = row.field("instance_compact_ns_per_call", round1(compact.wall));
             row = row.target(
                 "ratio <= 1.25 and >= 1,000,000/s",
                 ratio <= 1.25 && per_s >= 1e6,

@@ -75,7 +75,7 @@ impl Scale {
                 events_4k: 100_000,
                 fanout_deliveries: 300_000,
                 latency_events: 20_000,
-                instances: 2_000,
+                instances: 5_000,
                 footprint: &[1_000],
             }
         } else {

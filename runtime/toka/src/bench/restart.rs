@@ -17,9 +17,7 @@ use toka_runtime::publisher::{AgentPublisher, PublishGrant};
 use super::dispatch::round2;
 use toka_runtime::host::engine::MemoryLayout;
 
-use super::{
-    Outcome, Session, Timer, Timing, build_runtime, build_runtime_with, median, sink_config,
-};
+use super::{Outcome, Session, Timer, Timing, build_runtime_with, median, sink_config};
 
 /// Nanoseconds per `handle` call through Toka's [`Instance`] (its engine,
 /// store limits, deadline and fault containment) in a tight loop on one
@@ -28,10 +26,11 @@ pub(super) fn instance_call_ns(
     s: &Session,
     payload: &bytes::Bytes,
     calls: u64,
+    layout: Option<MemoryLayout>,
 ) -> anyhow::Result<Timing> {
     let config = sink_config(&s.modules, 1, "bench.>", 1, 1024)?;
     let agent = config.agents[0].clone();
-    let rt = build_runtime(config)?;
+    let rt = build_runtime_with(config, layout)?;
     let engine = rt.engine().clone();
     let linker = host::new_linker(&engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let module = host::module::load(&engine, &linker, &s.sink)?;
@@ -132,9 +131,11 @@ pub(super) fn fresh_instance(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
     // for comparison.
     let pooled = Fresh::new(s, None)?;
     let on_demand = Fresh::new(s, Some(MemoryLayout::OnDemand))?;
+    let compact = Fresh::new(s, Some(MemoryLayout::Compact { growth: 0 }))?;
     let n = s.scale.instances;
     pooled.time(true, n / 10)?;
     on_demand.time(true, n / 10)?;
+    compact.time(true, n / 10)?;
     let mut runs = Vec::new();
     for _ in 0..s.scale.repeats {
         runs.push([
@@ -143,17 +144,19 @@ pub(super) fn fresh_instance(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
             pooled.time(true, n)?,
             s.raw.instantiate_ns(n, true)?,
             on_demand.time(true, n)?,
+            compact.time(true, n)?,
         ]);
     }
     let wall = |i: usize| median(runs.iter().map(|r| r[i].wall).collect()) / 1000.0;
-    let (fresh, raw, ready, raw_ready, demand) = (wall(0), wall(1), wall(2), wall(3), wall(4));
+    let (fresh, raw, ready, raw_ready) = (wall(0), wall(1), wall(2), wall(3));
+    let (demand, compact) = (wall(4), wall(5));
     let ratio = fresh / raw;
     let ready_ratio = ready / raw_ready;
     Ok(vec![
         Outcome::new(
             "restart_fresh_instance",
             format!(
-                "{fresh:.1} us vs raw pooled instantiate {raw:.1} us (ratio {ratio:.2}); ready after init {ready:.1} us vs raw {raw_ready:.1} us (ratio {ready_ratio:.2}); on-demand layout {demand:.1} us"
+                "{fresh:.1} us vs raw pooled instantiate {raw:.1} us (ratio {ratio:.2}); ready after init {ready:.1} us vs raw {raw_ready:.1} us (ratio {ready_ratio:.2}); ready with the on-demand layout {demand:.1} us, compact {compact:.1} us"
             ),
         )
         .field("fresh_instance_us", round2(fresh))
@@ -163,6 +166,7 @@ pub(super) fn fresh_instance(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
         .field("raw_ready_us", round2(raw_ready))
         .field("ready_ratio_vs_raw", round2(ready_ratio))
         .field("fresh_ready_on_demand_us", round2(demand))
+        .field("fresh_ready_compact_us", round2(compact))
         .field("instances", n)
         .target("<= 1.2x raw pooled instantiate", ratio <= 1.2),
     ])
