@@ -33,3 +33,7 @@ deny:
 fuzz seconds="60":
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run config -- -max_total_time={{seconds}}
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run module -- -max_total_time={{seconds}}
+
+# Performance: every scenario, a table and one `BENCH {json}` line each (add `--quick` for seconds).
+bench *args:
+    RUST_BACKTRACE=0 cargo run --release -p toka -- bench {{args}}

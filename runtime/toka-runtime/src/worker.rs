@@ -38,6 +38,8 @@ const BATCH: usize = 64;
 const STOP: usize = usize::MAX;
 /// How long an idle worker polls the run queue before it blocks (see [`next`]).
 const SPIN: Duration = Duration::from_micros(50);
+/// How long of [`SPIN`] the poll keeps its core without yielding.
+const SPIN_BUSY: Duration = Duration::from_micros(5);
 /// Queue polls between clock reads while spinning.
 const SPIN_READS: u32 = 64;
 
@@ -245,8 +247,11 @@ pub(crate) fn spawn_workers(
 /// blocked worker costs the publisher that wakes it a system call and the
 /// event the scheduler's wake-up latency (tens of microseconds on a busy or
 /// virtualised host), while one that is still polling picks up the next
-/// event of a steady stream in well under a microsecond. Past `SPIN` the
-/// worker sleeps, so an idle runtime burns no CPU.
+/// event of a steady stream in well under a microsecond. After the first
+/// [`SPIN_BUSY`] it yields between polls, so on a machine with more runnable
+/// threads than cores the poll gives its core away rather than burn the
+/// publisher's time slice. Past `SPIN` the worker sleeps, so an idle runtime
+/// burns no CPU.
 fn next(rx: &Receiver<usize>) -> Option<usize> {
     let start = Instant::now();
     loop {
@@ -262,8 +267,14 @@ fn next(rx: &Receiver<usize>) -> Option<usize> {
             }
             std::hint::spin_loop();
         }
-        if rx.is_empty() && start.elapsed() > SPIN {
-            return rx.recv().ok();
+        if rx.is_empty() {
+            let idle = start.elapsed();
+            if idle > SPIN {
+                return rx.recv().ok();
+            }
+            if idle > SPIN_BUSY {
+                std::thread::yield_now();
+            }
         }
     }
 }

@@ -262,7 +262,12 @@ fn machine() -> String {
                 .map(|(_, m)| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!("toka bench: {cpus} CPUs, {model}")
+    // Other work on the machine skews every figure: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    format!("toka bench: {cpus} CPUs, {model}; load average {load} at start")
 }
 
 /// A config of `agents` sink agents named `sink0..`, each subscribed to
