@@ -191,3 +191,54 @@ async fn wasi_grants_nothing_by_default() {
 async fn out_of_bounds_access_traps() {
     fault_then_recover("oob", "trap").await;
 }
+
+/// A native agent with a bug: panics on `boom`, counts everything else.
+#[derive(Debug, Default, Clone)]
+struct Buggy(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl toka_core::Agent for Buggy {
+    fn interest(&self) -> toka_core::PatternSet {
+        toka_core::PatternSet::parse(&["native.>"]).unwrap()
+    }
+
+    async fn handle(
+        &self,
+        event: std::sync::Arc<toka_core::Event>,
+        _cx: &toka_core::Context,
+    ) -> anyhow::Result<()> {
+        if &event.payload[..] == b"boom" {
+            panic!("native agent bug");
+        }
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_native_agent_is_contained() {
+    logs();
+    let (mut rt, rec) = setup("");
+    let buggy = Buggy::default();
+    rt.register("buggy", buggy.clone()).unwrap();
+    let cx = rt.injector("test");
+    cx.publish("native.x", "1").unwrap();
+    cx.publish("native.x", "boom").unwrap();
+    cx.publish("native.x", "2").unwrap();
+    for i in 0..10 {
+        cx.publish("work.item", i.to_string()).unwrap();
+    }
+    let report = rt.run_until(async {}).await.unwrap();
+    let dl = dead_letters(&rec);
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert_eq!(
+        (dl[0]["agent"].as_str(), dl[0]["reason"].as_str()),
+        (Some("buggy"), Some("panic"))
+    );
+    assert_eq!(dl[0]["message"], "native agent bug");
+    assert_eq!(
+        buggy.0.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "the agent went on after its panic"
+    );
+    assert_eq!(report.agent("healthy").unwrap().handled, 10);
+}

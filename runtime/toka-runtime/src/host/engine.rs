@@ -6,6 +6,34 @@
 //! it costs a load and compare per loop back-edge instead of a counter
 //! update per instruction. A single host thread advances the epoch every
 //! [`EPOCH_TICK`]; a call's deadline is its timeout rounded up to ticks.
+//!
+//! # Memory layout
+//!
+//! Where instances and linear memories live is a trade-off between speed and
+//! how many agents fit, and the binding limit is the kernel's
+//! `vm.max_map_count` (65,530 by default): every guard region, reservation
+//! larger than the memory and copy-on-write image splits a memory into more
+//! maps. wasmtime's default layout costs about four maps per memory (a Rust
+//! guest's stack pages, its data image, its heap, the reserved rest), so it
+//! stops near 16,000 instances. [`MemoryLayout::for_agents`] picks, from the
+//! agent count and the limit it reads from `/proc`:
+//!
+//! - **pooled** (up to 4,095 agents by default): each memory reserves 4 GiB
+//!   plus a 32 MiB guard, so compiled code has no bounds checks; instances
+//!   come from pools sized to the agent count (exhausting a pool fails that
+//!   agent's start, it never grows), and a freed slot is reset in place, so
+//!   a restart costs about as much as raw pooled instantiation.
+//! - **compact with room to grow**: memories mapped at their size plus
+//!   1 MiB, no guard, no image (two maps each); code checks bounds
+//!   explicitly, and a memory that outgrows its mapping is copied.
+//! - **dense compact** (when even that would not fit): nothing to grow into,
+//!   so neighbouring memories merge into a handful of maps and any number of
+//!   agents fits; every growth copies the memory, which suits many small,
+//!   idle agents.
+//!
+//! Agents keep their `memory_mb` limit in every layout. An operator who
+//! wants the faster layouts at larger counts raises the limit instead, e.g.
+//! `sysctl -w vm.max_map_count=1048576`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -262,3 +262,17 @@ impl Instance {
         self.finish(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_host_code_becomes_a_fault() {
+        let fault = contain(|| -> wasmtime::Result<()> { panic!("capability bug") })
+            .expect_err("the panic is caught");
+        assert_eq!(fault.kind, FaultKind::HostPanic);
+        assert_eq!(fault.message, "capability bug");
+        assert_eq!(contain(|| Ok(7)).unwrap(), 7, "no panic, no fault");
+    }
+}
