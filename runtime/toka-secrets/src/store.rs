@@ -534,11 +534,7 @@ mod tests {
         let mut seen = [0; 2];
         for round in 0..10 {
             let mut child = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "store::tests::rotation_child",
-                    "--nocapture",
-                ])
+                .args(["--exact", "store::tests::rotation_child", "--nocapture"])
                 .env(CHILD_ENV, &path)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
