@@ -402,18 +402,30 @@ fn run_batch(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
 }
 
 /// Start loading `event` into this core's cache while the current event's
-/// call runs: the publisher wrote it on another core moments ago.
-#[expect(unsafe_code, reason = "a prefetch hint reads nothing and cannot fault")]
+/// call runs: the publisher wrote it on another core moments ago, and the
+/// call's own work hides the transfer (about 30 ns per event here).
+#[cfg(target_arch = "x86_64")]
+#[expect(
+    unsafe_code,
+    reason = "a prefetch is a cache hint: it reads nothing and cannot fault"
+)]
 fn prefetch(event: &Event) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `_mm_prefetch` only hints the cache; SSE is baseline on x86_64.
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // The event and, just before it, its `Arc`'s counts (read when the
+    // allocation is handed back): every cache line from the first to the last.
+    let first = std::ptr::from_ref(event).cast::<i8>().wrapping_sub(16);
+    let last = first.wrapping_add(16 + size_of::<Event>() - 1);
+    // SAFETY: `_mm_prefetch` never dereferences its argument (any address
+    // is allowed), and SSE, which it needs, is part of the x86_64 baseline.
     unsafe {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let p = std::ptr::from_ref(event).cast::<i8>();
-        _mm_prefetch::<_MM_HINT_T0>(p);
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+        _mm_prefetch::<_MM_HINT_T0>(first);
+        _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(64));
+        _mm_prefetch::<_MM_HINT_T0>(last);
     }
 }
+
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch(_event: &Event) {}
 
 fn finish_batch(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot, handled: u64) {
     if handled > 0 {

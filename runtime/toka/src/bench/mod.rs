@@ -161,7 +161,8 @@ fn modules_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         "{} not found; build the guests (`cargo build --release -p toka` in the repo) or pass --modules DIR",
         sink.display()
     );
-    Ok(dir)
+    // Absolute: the cold-start scenario writes it into a config elsewhere.
+    std::path::absolute(&dir).with_context(|| format!("resolving {}", dir.display()))
 }
 
 type Scenario = fn(&mut Session) -> anyhow::Result<Vec<Outcome>>;
@@ -200,6 +201,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", machine());
     }
     let mut outcomes = Vec::new();
+    let mut failed = 0;
     for (name, scenario) in SCENARIOS {
         if let Some(filter) = &args.filter {
             // A scenario runs if the filter names it or one of its rows.
@@ -207,7 +209,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 continue;
             }
         }
-        let rows = scenario(&mut session).with_context(|| format!("scenario {name}"))?;
+        // A failed scenario is reported as a row and the others still run.
+        let rows = scenario(&mut session).unwrap_or_else(|e| {
+            failed += 1;
+            vec![
+                Outcome::new(*name, format!("FAILED: {e:#}"))
+                    .field("error", format!("{e:#}"))
+                    .target("runs", false),
+            ]
+        });
         for row in rows {
             println!("{}", row.json_line());
             outcomes.push(row);
@@ -221,6 +231,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
+    anyhow::ensure!(failed == 0, "{failed} scenario(s) failed");
     Ok(())
 }
 
