@@ -13,6 +13,7 @@
 //! - [`runtime`]: [`Runtime`], building the kernel from a config and running it;
 //! - [`bus`]: routing events to mailboxes by topic pattern;
 //! - `mailbox`: bounded per-agent queues;
+//! - `recycle`: event allocations reused between workers and publishers;
 //! - [`publisher`]: the checks between an agent's publish and the bus;
 //! - `worker`: the thread pool that feeds wasm agents their events;
 //! - [`supervisor`]: restart backoff and quarantine policy;
