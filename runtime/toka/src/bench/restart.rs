@@ -28,29 +28,9 @@ pub(super) fn instance_call_ns(
     calls: u64,
     layout: Option<MemoryLayout>,
 ) -> anyhow::Result<Timing> {
-    let config = sink_config(&s.modules, 1, "bench.>", 1, 1024)?;
-    let agent = config.agents[0].clone();
-    let rt = build_runtime_with(config, layout)?;
-    let engine = rt.engine().clone();
-    let linker = host::new_linker(&engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let module = host::module::load(&engine, &linker, &s.sink)?;
-    let publisher = Arc::new(AgentPublisher::new(
-        Arc::from(agent.name.as_str()),
-        PublishGrant::Patterns(agent.publish.clone()),
-        agent.limits.max_payload_bytes,
-        None,
-        rt.bus().clone(),
-    ));
-    let budget = Budget::from_limits(&agent.limits, false);
-    let mut instance = Instance::new(
-        &engine,
-        &module,
-        publisher,
-        Arc::new(OutputCounters::default()),
-        &agent.limits,
-        budget,
-    )?;
-    instance.init(&agent.settings)?;
+    let fresh = Fresh::new(s, layout)?;
+    let mut instance = fresh.instance()?;
+    instance.init(&fresh.agent.settings)?;
     let event = toka_core::Event {
         id: 1,
         kind: toka_core::Kind::new("bench.event")?,
@@ -105,18 +85,23 @@ impl Fresh {
         })
     }
 
+    /// A ready instance of the sink, as the worker builds one.
+    fn instance(&self) -> anyhow::Result<Instance> {
+        Ok(Instance::new(
+            &self.engine,
+            &self.module,
+            self.publisher.clone(),
+            self.output.clone(),
+            &self.agent.limits,
+            self.budget,
+        )?)
+    }
+
     /// Per instance: build it (and call `init` if asked), then drop it.
     fn time(&self, init: bool, n: u64) -> anyhow::Result<Timing> {
         let timer = Timer::start();
         for _ in 0..n {
-            let mut instance = Instance::new(
-                &self.engine,
-                &self.module,
-                self.publisher.clone(),
-                self.output.clone(),
-                &self.agent.limits,
-                self.budget,
-            )?;
+            let mut instance = self.instance()?;
             if init {
                 instance.init(&self.agent.settings)?;
             }
