@@ -446,12 +446,6 @@ fn interrupted_rotation_is_settled_by_the_next_command() {
     assert_eq!(ok(&get(dir, &cfg, "a")).stdout, b"alpha");
 }
 
-// Known failure, kept as a reproduction outside the default suite: sled 0.34
-// occasionally reports "Read corrupted data" after a process is SIGKILLed in
-// the middle of `secrets set` or `rotate-key` (an "empty/corrupt snapshot"
-// on reopen). Run with
-//   cargo test --release -p toka --features sled-crash-tests --test cli_capabilities sigkill
-#[cfg(feature = "sled-crash-tests")]
 #[test]
 fn secrets_set_survives_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
@@ -607,7 +601,6 @@ fn vault_put_survives_sigkill() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-#[cfg(feature = "sled-crash-tests")]
 #[test]
 fn rotate_key_survives_sigkill() {
     const SECRETS: usize = 16;

@@ -55,6 +55,7 @@ mod grant;
 mod key;
 mod name;
 mod record;
+mod snapshot;
 mod store;
 mod value;
 

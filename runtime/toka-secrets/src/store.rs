@@ -54,6 +54,10 @@ impl SecretStore {
     pub fn open(path: impl AsRef<Path>, key: MasterKey) -> Result<Self> {
         let path = path.as_ref();
         create_private_dir(path)?;
+        crate::snapshot::discard_torn(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(CACHE_CAPACITY)
