@@ -37,3 +37,11 @@ fuzz seconds="60":
 # Performance: every scenario, a table and one `BENCH {json}` line each (add `--quick` for seconds).
 bench *args:
     RUST_BACKTRACE=0 cargo run --release -p toka -- bench {{args}}
+
+# The runtime-only build (no Cranelift) against modules a full build precompiled.
+runtime-only:
+    cargo build --release -p toka
+    cp target/release/toka target/toka-full
+    cargo build --release -p toka --no-default-features
+    cp target/release/toka target/toka-runtime-only
+    bash tests/runtime-only.sh target/toka-full target/toka-runtime-only

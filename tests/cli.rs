@@ -415,3 +415,55 @@ fn compile_fills_the_cache_and_run_uses_it() {
         "the good module still compiled: {log}"
     );
 }
+
+#[test]
+fn compile_for_a_config_uses_the_settings_run_will_pick() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache_dir = tmp.path().join("modules");
+    let cache_dir = cache_dir.to_str().unwrap();
+    // A fuel limit changes the generated code.
+    let config = write_config(
+        tmp.path(),
+        "[[agents]]\nname = \"Logger\"\nsubscribe = [\"toka.tick\"]\nfuel = 1000000\n\n\
+         [[agents]]\nname = \"Counter\"\nsubscribe = [\"toka.tick\"]\npublish = [\"counter.value\"]\n",
+    );
+    let config = config.to_str().unwrap();
+    let loaded = |out: &Output| {
+        let log = text(out);
+        assert_eq!(out.status.code(), Some(0), "{log}");
+        log.lines()
+            .find(|l| l.contains("modules loaded"))
+            .map(|l| {
+                ["hits", "misses"].map(|k| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                        .unwrap()
+                        .to_string()
+                })
+            })
+            .unwrap_or_else(|| panic!("{log}"))
+    };
+
+    // A plain directory compile is for fuel-less configs: run misses.
+    let out = toka(&["compile", "target/modules", "--cache-dir", cache_dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("fuel off"), "{}", text(&out));
+    let run = toka(&["run", config, "--for", "50ms", "--cache-dir", cache_dir]);
+    assert_eq!(loaded(&run), ["0", "2"]);
+
+    // Compiled for the config (its two modules only, with fuel): run hits.
+    let cache2 = tmp.path().join("modules2");
+    let cache2 = cache2.to_str().unwrap();
+    let out = toka(&["compile", "--config", config, "--cache-dir", cache2]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("fuel on"), "{log}");
+    assert_eq!(log.matches("  compiled  ").count(), 2, "{log}");
+    let run = toka(&["run", config, "--for", "50ms", "--cache-dir", cache2]);
+    assert_eq!(loaded(&run), ["2", "0"]);
+
+    // Neither a directory nor a config: a usage error.
+    let out = toka(&["compile", "--cache-dir", cache2]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--config"), "{}", text(&out));
+}

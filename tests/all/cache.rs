@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use toka_runtime::host::cache::{Cache, CacheStats};
-use toka_runtime::host::engine::{EngineOptions, new_engine};
+use toka_runtime::host::engine::{Codegen, EngineOptions, MemoryLayout, new_engine};
 use toka_runtime::host::{self, module};
 use toka_runtime::{Runtime, RuntimeOptions};
 use toka_tests::{LOGGER, PROBE, Recorder, config, logs};
@@ -14,8 +14,9 @@ use toka_tests::{LOGGER, PROBE, Recorder, config, logs};
 /// Load `path` with a fresh engine (as a new process would have, `fuel` on or
 /// off) through a fresh [`Cache`] on `dir`; what the cache counted.
 fn load(fuel: bool, dir: &Path, path: &Path) -> CacheStats {
-    let engine = new_engine(&EngineOptions { fuel }).unwrap();
-    let cache = Cache::open(dir).unwrap();
+    let options = EngineOptions { fuel };
+    let engine = new_engine(&options).unwrap();
+    let cache = Cache::open(dir, Codegen::new(&options, MemoryLayout::OnDemand)).unwrap();
     let linker = host::new_linker(&engine).unwrap();
     module::load_cached(&engine, &linker, path, Some(&cache)).expect("the module loads");
     cache.stats()

@@ -25,7 +25,7 @@ use crate::bus::{Bus, Subscriber};
 use crate::error::{Error, Result};
 use crate::host::cache::{Cache, CacheStats};
 use crate::host::caps::Capabilities;
-use crate::host::engine::{EngineOptions, EpochTicker, MemoryLayout, new_engine_with};
+use crate::host::engine::{Codegen, EngineOptions, EpochTicker, MemoryLayout, new_engine_with};
 use crate::host::trust::Trust;
 use crate::host::{self, Module, ModuleError};
 use crate::mailbox::Mailbox;
@@ -125,14 +125,13 @@ impl Runtime {
         let layout = options
             .memory_layout
             .unwrap_or_else(|| MemoryLayout::for_agents(config.agents.len()));
-        let engine = new_engine_with(&EngineOptions { fuel }, layout).map_err(Error::Engine)?;
+        let engine_options = EngineOptions { fuel };
+        let engine = new_engine_with(&engine_options, layout).map_err(Error::Engine)?;
         let linker = host::new_linker(&engine).map_err(Error::Engine)?;
 
         // A cache that cannot be used costs compile time, not the run.
-        let cache = options
-            .cache_dir
-            .as_ref()
-            .and_then(|dir| match Cache::open(dir) {
+        let cache = options.cache_dir.as_ref().and_then(|dir| {
+            match Cache::open(dir, Codegen::new(&engine_options, layout)) {
                 Ok(cache) => Some(cache),
                 Err(error) => {
                     tracing::warn!(
@@ -142,7 +141,8 @@ impl Runtime {
                     );
                     None
                 }
-            });
+            }
+        });
         // Each distinct file is compiled once, however many agents use it;
         // distinct files are compiled in parallel.
         let mut paths: Vec<PathBuf> = config.agents.iter().map(|a| a.module.clone()).collect();

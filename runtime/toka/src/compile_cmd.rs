@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
+use toka_core::RuntimeConfig;
 use toka_runtime::host::cache::{self, Cache};
-use toka_runtime::host::engine::{EngineOptions, new_engine};
+use toka_runtime::host::engine::{Codegen, EngineOptions, MemoryLayout, new_engine};
 
 use crate::bad;
 
@@ -32,34 +33,74 @@ impl CacheArgs {
     }
 }
 
-/// Compile every `*.wasm` in `dir` into the cache in parallel, one line per
+/// What `toka compile` compiles, and for which engine settings.
+#[derive(clap::Args, Debug)]
+pub struct CompileArgs {
+    /// A directory whose `*.wasm` files to compile [default with --config:
+    /// only the modules the configuration's agents use].
+    dir: Option<PathBuf>,
+    /// Compile for this configuration: its agents' modules (unless DIR is
+    /// given), with the engine settings `toka run` will pick for it (fuel
+    /// metering, the memory layout for its agent count).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Without --config: compile for configurations that set a `fuel`
+    /// limit (it changes the code).
+    #[arg(long, conflicts_with = "config")]
+    fuel: bool,
+    /// Module cache directory (default as for `run`).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+/// Compile the modules `args` names into the cache in parallel, one line per
 /// module; fails (after trying them all) if any module does not compile.
-pub fn compile(dir: &Path, cache_dir: Option<PathBuf>, fuel: bool) -> anyhow::Result<()> {
-    let cache_dir = cache_dir.or_else(cache::default_dir).ok_or_else(|| {
+pub fn compile(args: CompileArgs) -> anyhow::Result<()> {
+    if !cfg!(feature = "compiler") {
+        return Err(bad(anyhow::anyhow!(
+            "this toka is a runtime-only build (no `compiler` feature): it cannot compile \
+             modules; run `toka compile` from a full build, with the same --cache-dir"
+        )));
+    }
+    let cache_dir = args.cache_dir.or_else(cache::default_dir).ok_or_else(|| {
         bad(anyhow::anyhow!(
             "no cache directory: pass --cache-dir, or set TOKA_CACHE_DIR or HOME"
         ))
     })?;
-    let mut paths = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))
-        .map_err(bad)?;
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("reading {}", dir.display()))?
-            .path();
-        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
-            paths.push(path);
+    let (mut paths, options, layout) = match &args.config {
+        Some(config) => {
+            let cfg = RuntimeConfig::load(config).map_err(bad)?;
+            // Exactly what `Runtime::with_options` derives from the config.
+            let options = EngineOptions {
+                fuel: cfg.agents.iter().any(|a| a.limits.fuel.is_some()),
+            };
+            let layout = MemoryLayout::for_agents(cfg.agents.len());
+            let paths = match &args.dir {
+                Some(dir) => wasm_files(dir)?,
+                None => cfg.agents.iter().map(|a| a.module.clone()).collect(),
+            };
+            (paths, options, layout)
         }
-    }
+        None => {
+            let Some(dir) = &args.dir else {
+                return Err(bad(anyhow::anyhow!(
+                    "name a directory of modules, or a configuration with --config"
+                )));
+            };
+            let options = EngineOptions { fuel: args.fuel };
+            (wasm_files(dir)?, options, MemoryLayout::default())
+        }
+    };
     if paths.is_empty() {
-        return Err(bad(anyhow::anyhow!("no *.wasm files in {}", dir.display())));
+        return Err(bad(anyhow::anyhow!("no modules to compile")));
     }
     paths.sort();
-    let cache =
-        Cache::open(&cache_dir).with_context(|| format!("module cache {}", cache_dir.display()))?;
-    // The settings `toka run` uses for a config with (or without) a fuel limit.
-    let engine = new_engine(&EngineOptions { fuel }).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    paths.dedup();
+    let codegen = Codegen::new(&options, layout);
+    let cache = Cache::open(&cache_dir, codegen.clone())
+        .with_context(|| format!("module cache {}", cache_dir.display()))?;
+    let engine = new_engine(&options).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    println!("compiling for {codegen}");
 
     let start = Instant::now();
     let results = cache.precompile_all(&engine, &paths);
@@ -96,4 +137,24 @@ pub fn compile(dir: &Path, cache_dir: Option<PathBuf>, fuel: bool) -> anyhow::Re
         anyhow::bail!("{failed} of {} module(s) failed to compile", results.len());
     }
     Ok(())
+}
+
+/// Every `*.wasm` file directly in `dir`.
+fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))
+        .map_err(bad)?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
+            paths.push(path);
+        }
+    }
+    if paths.is_empty() {
+        return Err(bad(anyhow::anyhow!("no *.wasm files in {}", dir.display())));
+    }
+    Ok(paths)
 }

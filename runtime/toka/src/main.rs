@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input
 //! (configuration, module).
 
+#[cfg(feature = "compiler")]
 mod bench;
 mod compile_cmd;
 mod scaffold;
@@ -65,17 +66,9 @@ enum Command {
         #[command(flatten)]
         cache: compile_cmd::CacheArgs,
     },
-    /// Precompile every `*.wasm` in a directory into the module cache.
-    Compile {
-        /// The directory of modules.
-        dir: PathBuf,
-        /// Module cache directory (default as for `run`).
-        #[arg(long, value_name = "DIR")]
-        cache_dir: Option<PathBuf>,
-        /// Compile for configs that set a `fuel` limit (it changes the code).
-        #[arg(long)]
-        fuel: bool,
-    },
+    /// Precompile modules into the module cache: a directory's `*.wasm`, or
+    /// a configuration's modules for the settings `toka run` will use.
+    Compile(compile_cmd::CompileArgs),
     /// Show what a component imports and exports, and whether Toka can run it.
     Inspect {
         /// The component file.
@@ -109,8 +102,10 @@ enum Command {
     Verify(sign_cmd::VerifyArgs),
     /// Measure dispatch, latency, restart, cold start and footprint (prints a
     /// table and one `BENCH {json}` line per scenario).
+    #[cfg(feature = "compiler")]
     Bench(bench::BenchArgs),
     /// A `toka bench` scenario run in a child process.
+    #[cfg(feature = "compiler")]
     #[command(name = "__bench-child", hide = true)]
     BenchChild(bench::ChildArgs),
 }
@@ -249,7 +244,10 @@ fn inspect(module: PathBuf) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The bench's runtimes would log every agent start; it reports in its table.
+    #[cfg(feature = "compiler")]
     let quiet = matches!(cli.command, Command::Bench(_) | Command::BenchChild(_));
+    #[cfg(not(feature = "compiler"))]
+    let quiet = false;
     init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Run {
@@ -259,11 +257,7 @@ fn main() -> ExitCode {
             cache,
         } => run(config, duration, strict, cache.dir()),
         Command::Check { config, cache } => check(config, cache.dir()),
-        Command::Compile {
-            dir,
-            cache_dir,
-            fuel,
-        } => compile_cmd::compile(&dir, cache_dir, fuel),
+        Command::Compile(args) => compile_cmd::compile(args),
         Command::Inspect { module } => inspect(module),
         Command::New {
             what: New::Agent { name, dir },
@@ -285,7 +279,9 @@ fn main() -> ExitCode {
         Command::Sign(args) => sign_cmd::sign(args),
         #[cfg(feature = "auth")]
         Command::Verify(args) => sign_cmd::verify(args),
+        #[cfg(feature = "compiler")]
         Command::Bench(args) => bench::run(args),
+        #[cfg(feature = "compiler")]
         Command::BenchChild(args) => bench::run_child(args),
     };
     match result {

@@ -4,15 +4,26 @@
 //!
 //! # The key
 //! An artifact is stored under the SHA-256 of: this cache's format version,
-//! the SHA-256 of the module's `.wasm` bytes, and the engine's
-//! [`Engine::precompile_compatibility_hash`]. The latter covers the target,
-//! every Cranelift and ISA flag, wasmtime's tunables and enabled wasm
-//! features, and wasmtime's full crate version (the engine keeps the default
-//! `ModuleVersionStrategy::WasmtimeVersion`; wasmtime 48 has no public
-//! version constant). So a changed module, another wasmtime or other engine
-//! settings (fuel on or off, ...) give another key, and another's artifact is
-//! never even looked up. wasmtime's own header check on deserialization stays
-//! as the second line of defence.
+//! the SHA-256 of the module's `.wasm` bytes, and the engine's [`Codegen`]
+//! (wasmtime's version, the target, fuel metering, the memory layout's
+//! bounds-checking strategy, and a revision bumped whenever Toka changes
+//! another code-affecting setting). So a changed module, another wasmtime or
+//! other engine settings give another key, and another's artifact is never
+//! even looked up. The key is computed from settings, not from the compiler,
+//! so a runtime-only build (no Cranelift) finds what a full build compiled.
+//!
+//! wasmtime's own check on deserialization is the second line of defence:
+//! the artifact's header records wasmtime's version, the target, every
+//! Cranelift and ISA flag, the tunables and the wasm features, and wasmtime
+//! refuses one that does not match this engine and this CPU (an artifact
+//! compiled on a machine with CPU features this one lacks, say). A full build
+//! then recompiles it; a runtime-only build reports it.
+//!
+//! # Without a compiler
+//! Built without the `compiler` feature, the cache is the only source of
+//! code: a module with no usable artifact is an error naming the module, the
+//! cache directory and the command that precompiles it, and an unusable
+//! artifact is left in place (deleting it would not help).
 //!
 //! # The file format
 //! `<dir>/<key in hex>.cwasm`:
@@ -40,7 +51,6 @@
 //! it `0700` (artifacts `0600`) and refuses an existing directory that group
 //! or others may write to.
 
-use std::hash::Hasher;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,10 +61,12 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::engine::Codegen;
 use super::module::{self, ModuleError};
 
 /// The artifact file format version; part of the key and of every header.
-pub const FORMAT_VERSION: u32 = 1;
+/// (2: keyed on [`Codegen`] rather than wasmtime's compatibility hash.)
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"TOKACWSM";
 const HEADER_LEN: usize = MAGIC.len() + 4 + 32 + 32;
 const EXTENSION: &str = "cwasm";
@@ -86,38 +98,23 @@ pub struct Key {
 }
 
 impl Key {
-    /// The key of `wasm` compiled by `engine`.
-    pub fn new(engine: &Engine, wasm: &[u8]) -> Key {
+    /// The key of `wasm` compiled for `codegen`.
+    pub fn new(codegen: &Codegen, wasm: &[u8]) -> Key {
         let module: [u8; 32] = Sha256::digest(wasm).into();
-        let mut h = ShaHasher(Sha256::new());
-        h.write(b"toka module cache");
-        h.write_u32(FORMAT_VERSION);
-        h.write(&module);
-        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+        let mut h = Sha256::new();
+        h.update(b"toka module cache\0");
+        h.update(FORMAT_VERSION.to_le_bytes());
+        h.update(module);
+        h.update(codegen.as_str().as_bytes());
         Key {
             module,
-            artifact: h.0.finalize().into(),
+            artifact: h.finalize().into(),
         }
     }
 
     /// The module hash in hex (what `sha256sum` prints for the file).
     pub fn module_hex(&self) -> String {
         hex(&self.module)
-    }
-}
-
-/// Feeds what [`std::hash::Hash`] writes into SHA-256, so the engine's
-/// compatibility hash is stable across processes (unlike `DefaultHasher`'s
-/// seeded output, which we could not persist anyway).
-struct ShaHasher(Sha256);
-
-impl Hasher for ShaHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-
-    fn finish(&self) -> u64 {
-        unreachable!("only the SHA-256 digest is used")
     }
 }
 
@@ -190,16 +187,18 @@ pub struct Precompiled {
 #[derive(Debug)]
 pub struct Cache {
     dir: PathBuf,
+    codegen: Codegen,
     hits: AtomicU64,
     misses: AtomicU64,
     rebuilt: AtomicU64,
 }
 
 impl Cache {
-    /// Use `dir`, creating it (`0700`) if missing. Refuses a directory that
-    /// group or others may write to: its artifacts would be native code
-    /// anyone could plant.
-    pub fn open(dir: impl Into<PathBuf>) -> io::Result<Cache> {
+    /// Use `dir` for an engine that generates `codegen` (see
+    /// [`Codegen::new`]), creating it (`0700`) if missing. Refuses a
+    /// directory that group or others may write to: its artifacts would be
+    /// native code anyone could plant.
+    pub fn open(dir: impl Into<PathBuf>, codegen: Codegen) -> io::Result<Cache> {
         let dir = dir.into();
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
@@ -223,6 +222,7 @@ impl Cache {
         }
         Ok(Cache {
             dir,
+            codegen,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             rebuilt: AtomicU64::new(0),
@@ -232,6 +232,16 @@ impl Cache {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The engine settings this cache serves.
+    pub fn codegen(&self) -> &Codegen {
+        &self.codegen
+    }
+
+    /// The key of `wasm` for this cache's engine settings.
+    pub fn key(&self, wasm: &[u8]) -> Key {
+        Key::new(&self.codegen, wasm)
     }
 
     /// Lookups so far.
@@ -251,14 +261,20 @@ impl Cache {
     /// The component for `wasm` (read from `path`, which names it in errors):
     /// from its artifact if valid, else compiled and the artifact written.
     /// Cache trouble (unreadable, unwritable) is logged, never an error; only
-    /// a module that does not compile is.
+    /// a module that does not compile is. Without the `compiler` feature a
+    /// missing or unusable artifact is the error (see the module docs).
     pub fn component(
         &self,
         engine: &Engine,
         path: &Path,
         wasm: &[u8],
     ) -> Result<Cached, ModuleError> {
-        let key = Key::new(engine, wasm);
+        let fail = |reason: String| ModuleError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        module::check_header(wasm).map_err(fail)?;
+        let key = self.key(wasm);
         let file = self.artifact_path(&key);
         let outcome = match self.read(engine, &file, &key) {
             Ok(Some(component)) => {
@@ -276,10 +292,30 @@ impl Cache {
             }
             Ok(None) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
+                if !cfg!(feature = "compiler") {
+                    return Err(fail(format!(
+                        "no precompiled artifact for this module (sha256 {}) in {} for this \
+                         engine ({}), and this toka is a runtime-only build with no compiler; \
+                         precompile it with a full build: `toka compile --config <config> \
+                         --cache-dir {}`",
+                        key.module_hex(),
+                        self.dir.display(),
+                        self.codegen,
+                        self.dir.display(),
+                    )));
+                }
                 Outcome::Compiled
             }
             Err(reason) => {
                 self.rebuilt.fetch_add(1, Ordering::Relaxed);
+                if !cfg!(feature = "compiler") {
+                    return Err(fail(format!(
+                        "the precompiled artifact {} cannot be used ({reason}), and this toka \
+                         is a runtime-only build with no compiler to rebuild it; recompile it \
+                         with a full build's `toka compile` on this machine",
+                        file.display(),
+                    )));
+                }
                 tracing::warn!(
                     module = %path.display(),
                     artifact = %file.display(),
@@ -437,6 +473,11 @@ fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Component> {
 mod tests {
     use super::*;
 
+    fn codegen() -> Codegen {
+        use crate::host::engine::{EngineOptions, MemoryLayout};
+        Codegen::new(&EngineOptions::default(), MemoryLayout::OnDemand)
+    }
+
     fn key() -> Key {
         Key {
             module: [1; 32],
@@ -484,10 +525,11 @@ mod tests {
 
     #[test]
     fn keys_differ_by_module_and_engine_settings() {
-        use crate::host::engine::{EngineOptions, new_engine};
-        let plain = new_engine(&EngineOptions { fuel: false }).unwrap();
-        let fuel = new_engine(&EngineOptions { fuel: true }).unwrap();
-        let again = new_engine(&EngineOptions { fuel: false }).unwrap();
+        use crate::host::engine::{EngineOptions, MemoryLayout};
+        let layout = MemoryLayout::OnDemand;
+        let plain = Codegen::new(&EngineOptions { fuel: false }, layout);
+        let fuel = Codegen::new(&EngineOptions { fuel: true }, layout);
+        let again = Codegen::new(&EngineOptions { fuel: false }, layout);
         assert_eq!(Key::new(&plain, b"a"), Key::new(&again, b"a"));
         assert_ne!(
             Key::new(&plain, b"a").artifact,
@@ -500,6 +542,37 @@ mod tests {
         assert_eq!(Key::new(&plain, b"a").module, Key::new(&fuel, b"a").module);
     }
 
+    /// The second line of defence: an artifact for other settings that
+    /// somehow sits under this key (copied by hand, a bug in the key) passes
+    /// the checksum but wasmtime refuses it, so it is rebuilt, never run.
+    #[cfg(feature = "compiler")]
+    #[test]
+    fn an_artifact_for_other_settings_under_this_key_is_never_loaded() {
+        use crate::host::engine::{EngineOptions, MemoryLayout, new_engine};
+        let wasm = b"\0asm\x0d\0\x01\0";
+        let fuel = EngineOptions { fuel: true };
+        let foreign = Component::new(&new_engine(&fuel).unwrap(), wasm)
+            .unwrap()
+            .serialize()
+            .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("c"), codegen()).unwrap();
+        let key = cache.key(wasm);
+        cache
+            .write(&cache.artifact_path(&key), &key, &foreign)
+            .unwrap();
+        let engine = new_engine(&EngineOptions::default()).unwrap();
+        let first = cache.component(&engine, Path::new("x.wasm"), wasm).unwrap();
+        assert_eq!(first.outcome, Outcome::Rebuilt);
+        let second = cache.component(&engine, Path::new("x.wasm"), wasm).unwrap();
+        assert_eq!(second.outcome, Outcome::Cached);
+        assert_eq!(
+            cache.codegen(),
+            &Codegen::new(&EngineOptions::default(), MemoryLayout::OnDemand)
+        );
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_shared_directory_is_refused() {
@@ -509,13 +582,13 @@ mod tests {
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(
-            Cache::open(&shared)
+            Cache::open(&shared, codegen())
                 .unwrap_err()
                 .to_string()
                 .contains("chmod 700")
         );
         let fresh = dir.path().join("a/b");
-        Cache::open(&fresh).unwrap();
+        Cache::open(&fresh, codegen()).unwrap();
         let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
     }

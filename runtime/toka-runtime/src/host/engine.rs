@@ -1,8 +1,8 @@
 //! The one wasmtime [`Engine`] and the epoch ticker that enforces per-call
 //! deadlines.
 //!
-//! Every setting that changes generated code lives here so the precompiled
-//! cache can key on it. Deadlines use epoch interruption rather than fuel:
+//! Every setting that changes generated code lives here, summed up by
+//! [`Codegen`] so the precompiled cache can key on it. Deadlines use epoch interruption rather than fuel:
 //! it costs a load and compare per loop back-edge instead of a counter
 //! update per instruction. A single host thread advances the epoch every
 //! [`EPOCH_TICK`]; a call's deadline is its timeout rounded up to ticks.
@@ -43,6 +43,17 @@ use std::time::Duration;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::limits::MAX_TABLE_ELEMENTS;
+
+/// The wasmtime version this host is built on (pinned exactly in the
+/// workspace `Cargo.toml`; wasmtime 48 exports no version constant, so a
+/// test checks this one against `Cargo.lock`). Part of [`Codegen`].
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// Bump whenever [`base_config`] or [`new_engine_with`] changes a setting
+/// that affects generated code, so artifacts compiled before the change get
+/// another cache key. (wasmtime's own check on deserialization refuses them
+/// anyway; this keeps them from even being looked up.)
+const SETTINGS_REVISION: u32 = 1;
 
 /// Granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -141,6 +152,51 @@ impl MemoryLayout {
     }
 }
 
+/// Everything Toka chooses that the machine code of a compiled component
+/// depends on: wasmtime's version, the target, fuel metering and the memory
+/// layout's bounds-checking strategy. Two engines with the same `Codegen`
+/// load each other's precompiled components; the module cache keys
+/// artifacts on it.
+///
+/// It is computed from the settings, not from the engine, so a runtime-only
+/// build (no Cranelift, hence no compiler flags to hash) finds the artifacts
+/// a full build's `toka compile` wrote. What it cannot see (the CPU features
+/// Cranelift detected on the compiling machine) wasmtime checks itself when
+/// it deserializes an artifact, refusing one this CPU cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Codegen(String);
+
+impl Codegen {
+    /// The code an engine built by [`new_engine_with`]`(options, layout)`
+    /// generates.
+    pub fn new(options: &EngineOptions, layout: MemoryLayout) -> Self {
+        // The pool size changes where instances live, not the code: pooled
+        // and on-demand engines share guard-region code.
+        let memory = match layout {
+            MemoryLayout::OnDemand | MemoryLayout::Pooled { .. } => "guarded".to_string(),
+            MemoryLayout::Compact { growth } => format!("compact+{growth}"),
+        };
+        Codegen(format!(
+            "wasmtime {WASMTIME_VERSION}; {}-{}; settings r{SETTINGS_REVISION}; fuel {}; memory {memory}",
+            std::env::consts::ARCH,
+            std::env::consts::OS,
+            if options.fuel { "on" } else { "off" },
+        ))
+    }
+
+    /// A readable summary, e.g. `wasmtime 48.0.8; x86_64-linux; settings
+    /// r1; fuel off; memory guarded`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Codegen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The kernel's `vm.max_map_count`, where `/proc` has it.
 pub fn max_map_count() -> Option<usize> {
     std::fs::read_to_string("/proc/sys/vm/max_map_count")
@@ -197,8 +253,9 @@ fn base_config(options: &EngineOptions) -> Config {
         // 512 KiB of wasm stack: deep enough for ordinary guests, and a
         // runaway recursion traps long before the host thread's stack is at risk.
         .max_wasm_stack(512 * 1024)
-        .memory_init_cow(true)
-        .parallel_compilation(true);
+        .memory_init_cow(true);
+    #[cfg(feature = "compiler")]
+    config.parallel_compilation(true);
     config
 }
 
@@ -296,6 +353,82 @@ mod tests {
         // An operator who raises vm.max_map_count keeps the faster layouts.
         assert_eq!(pick(8_192, 1 << 20), MemoryLayout::Pooled { agents: 8_192 });
         assert_eq!(pick(100_000, 1 << 20), grow);
+    }
+
+    #[test]
+    fn the_wasmtime_version_matches_the_lockfile() {
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"))
+                .expect("the workspace Cargo.lock");
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .expect("wasmtime in Cargo.lock");
+        assert_eq!(locked.trim_matches('"'), WASMTIME_VERSION);
+    }
+
+    #[test]
+    fn codegen_follows_the_settings_that_change_code() {
+        let off = EngineOptions { fuel: false };
+        let on = EngineOptions { fuel: true };
+        let pooled = MemoryLayout::Pooled { agents: 10 };
+        assert_eq!(
+            Codegen::new(&off, MemoryLayout::OnDemand),
+            Codegen::new(&off, MemoryLayout::Pooled { agents: 4_000 })
+        );
+        assert_ne!(Codegen::new(&off, pooled), Codegen::new(&on, pooled));
+        assert_ne!(
+            Codegen::new(&off, pooled),
+            Codegen::new(&off, MemoryLayout::Compact { growth: 0 })
+        );
+        assert_ne!(
+            Codegen::new(&off, MemoryLayout::Compact { growth: 0 }),
+            Codegen::new(&off, MemoryLayout::Compact { growth: 1 << 20 })
+        );
+        assert!(
+            Codegen::new(&off, pooled)
+                .as_str()
+                .contains(WASMTIME_VERSION)
+        );
+    }
+
+    /// The claim [`Codegen`] makes: engines it calls equal load each
+    /// other's artifacts. (Checked on a real component; the unequal ones
+    /// only cost a recompile.)
+    #[cfg(feature = "compiler")]
+    #[test]
+    fn engines_with_equal_codegen_share_artifacts() {
+        // The smallest component: no imports, no exports.
+        let wasm = b"\0asm\x0d\0\x01\0";
+        let layouts = [
+            MemoryLayout::OnDemand,
+            MemoryLayout::Pooled { agents: 1 },
+            MemoryLayout::Pooled { agents: 64 },
+            MemoryLayout::Compact { growth: 0 },
+            MemoryLayout::Compact { growth: 1 << 20 },
+        ];
+        for fuel in [false, true] {
+            let options = EngineOptions { fuel };
+            for a in layouts {
+                let engine = new_engine_with(&options, a).unwrap();
+                let artifact = wasmtime::component::Component::new(&engine, wasm)
+                    .unwrap()
+                    .serialize()
+                    .unwrap();
+                for b in layouts {
+                    if Codegen::new(&options, a) != Codegen::new(&options, b) {
+                        continue;
+                    }
+                    let other = new_engine_with(&options, b).unwrap();
+                    // SAFETY: `artifact` was serialized just above by wasmtime.
+                    #[expect(unsafe_code, reason = "deserializing our own artifact")]
+                    let loaded =
+                        unsafe { wasmtime::component::Component::deserialize(&other, &artifact) };
+                    assert!(loaded.is_ok(), "{a:?} -> {b:?}: {:?}", loaded.err());
+                }
+            }
+        }
     }
 
     #[test]

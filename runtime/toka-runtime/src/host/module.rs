@@ -72,14 +72,28 @@ pub fn check_header(bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Compile `bytes` as a component (the file is only used for messages).
+/// Without the `compiler` feature this only checks the header and explains
+/// that modules must come precompiled.
 pub fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component, ModuleError> {
     let fail = |reason: String| ModuleError {
         path: path.to_path_buf(),
         reason,
     };
     check_header(bytes).map_err(fail)?;
-    Component::new(engine, bytes).map_err(|e| fail(format!("invalid component: {e:#}")))
+    #[cfg(feature = "compiler")]
+    return Component::new(engine, bytes).map_err(|e| fail(format!("invalid component: {e:#}")));
+    #[cfg(not(feature = "compiler"))]
+    {
+        let _ = engine;
+        Err(fail(NO_COMPILER.into()))
+    }
 }
+
+/// Why a runtime-only build cannot load a module without the cache.
+#[cfg(not(feature = "compiler"))]
+const NO_COMPILER: &str = "this toka is a runtime-only build with no compiler: it runs only \
+    modules precompiled into the module cache (give it the cache directory, and precompile \
+    with a full build's `toka compile`)";
 
 /// Pre-link `component` against the host's linker and check it exports the
 /// agent world.

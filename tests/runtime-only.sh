@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The runtime-only build (`toka` without the `compiler` feature, so without
+# Cranelift) runs modules a full build precompiled, and refuses anything
+# else with an error that says what to do. Run by .ci/run; by hand:
+#   cargo build --release -p toka && cp target/release/toka /tmp/toka-full
+#   cargo build --release -p toka --no-default-features && cp target/release/toka /tmp/toka-lean
+#   bash tests/runtime-only.sh /tmp/toka-full /tmp/toka-lean
+set -euo pipefail
+cd "$(dirname "$0")/.."
+full="$1"
+lean="$2"
+export RUST_BACKTRACE=0 RUST_LOG=info NO_COLOR=1
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+fail() {
+    echo "runtime-only: $*" >&2
+    exit 1
+}
+
+# 1. A module with no artifact is named, with the command that fixes it;
+#    --strict refuses to start (exit 2).
+set +e
+"$lean" run config/minimal.toml --for 200ms --strict --cache-dir "$work/empty" >"$work/out" 2>&1
+code=$?
+set -e
+[ "$code" = 2 ] || fail "expected exit 2 without artifacts, got $code: $(cat "$work/out")"
+grep -q "logger.wasm" "$work/out" || fail "the module is not named: $(cat "$work/out")"
+grep -q "runtime-only build" "$work/out" || fail "no explanation: $(cat "$work/out")"
+grep -q "toka compile" "$work/out" || fail "no remedy: $(cat "$work/out")"
+
+# 2. It cannot compile, and says so (exit 2).
+set +e
+"$lean" compile --config config/minimal.toml --cache-dir "$work/cache" >"$work/out" 2>&1
+code=$?
+set -e
+[ "$code" = 2 ] || fail "compile should be refused with exit 2, got $code"
+grep -q "runtime-only build" "$work/out" || fail "compile refusal unclear: $(cat "$work/out")"
+
+# 3. The full build precompiles for the config; the lean build runs it from
+#    the cache (every module a hit) and the Logger sees the ticks.
+"$full" compile --config config/minimal.toml --cache-dir "$work/cache" >"$work/out" 2>&1 ||
+    fail "full compile failed: $(cat "$work/out")"
+"$lean" run config/minimal.toml --for 600ms --strict --cache-dir "$work/cache" >"$work/out" 2>&1 ||
+    fail "lean run failed: $(cat "$work/out")"
+grep "modules loaded" "$work/out" | grep -q "hits=1 misses=0 rebuilt=0" ||
+    fail "not loaded from the cache: $(cat "$work/out")"
+grep -q 'kind="toka.tick"' "$work/out" || fail "the Logger saw no tick: $(cat "$work/out")"
+
+# 4. A corrupt artifact is reported, not loaded (nothing can rebuild it here).
+for f in "$work"/cache/*.cwasm; do
+    printf 'x' | dd of="$f" bs=1 seek=100 conv=notrunc status=none
+done
+set +e
+"$lean" run config/minimal.toml --for 200ms --strict --cache-dir "$work/cache" >"$work/out" 2>&1
+code=$?
+set -e
+[ "$code" = 2 ] || fail "expected exit 2 for a corrupt artifact, got $code: $(cat "$work/out")"
+grep -q "checksum mismatch" "$work/out" || fail "corruption not named: $(cat "$work/out")"
+
+size() {
+    cp "$1" "$work/strip-me"
+    strip "$work/strip-me"
+    stat -c %s "$work/strip-me"
+}
+echo "runtime-only: ok; stripped sizes: full $(size "$full") bytes, runtime-only $(size "$lean") bytes"
