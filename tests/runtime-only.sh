@@ -16,32 +16,29 @@ fail() {
     echo "runtime-only: $*" >&2
     exit 1
 }
+# `expect CODE cmd...`: run cmd (output in $work/out), fail unless it exits CODE.
+expect() {
+    local want="$1" code=0
+    shift
+    "$@" >"$work/out" 2>&1 || code=$?
+    [ "$code" = "$want" ] || fail "expected exit $want, got $code from $*: $(cat "$work/out")"
+}
 
 # 1. A module with no artifact is named, with the command that fixes it;
 #    --strict refuses to start (exit 2).
-set +e
-"$lean" run config/minimal.toml --for 200ms --strict --cache-dir "$work/empty" >"$work/out" 2>&1
-code=$?
-set -e
-[ "$code" = 2 ] || fail "expected exit 2 without artifacts, got $code: $(cat "$work/out")"
+expect 2 "$lean" run config/minimal.toml --for 200ms --strict --cache-dir "$work/empty"
 grep -q "logger.wasm" "$work/out" || fail "the module is not named: $(cat "$work/out")"
 grep -q "runtime-only build" "$work/out" || fail "no explanation: $(cat "$work/out")"
 grep -q "toka compile" "$work/out" || fail "no remedy: $(cat "$work/out")"
 
 # 2. It cannot compile, and says so (exit 2).
-set +e
-"$lean" compile --config config/minimal.toml --cache-dir "$work/cache" >"$work/out" 2>&1
-code=$?
-set -e
-[ "$code" = 2 ] || fail "compile should be refused with exit 2, got $code"
+expect 2 "$lean" compile --config config/minimal.toml --cache-dir "$work/cache"
 grep -q "runtime-only build" "$work/out" || fail "compile refusal unclear: $(cat "$work/out")"
 
 # 3. The full build precompiles for the config; the lean build runs it from
 #    the cache (every module a hit) and the Logger sees the ticks.
-"$full" compile --config config/minimal.toml --cache-dir "$work/cache" >"$work/out" 2>&1 ||
-    fail "full compile failed: $(cat "$work/out")"
-"$lean" run config/minimal.toml --for 600ms --strict --cache-dir "$work/cache" >"$work/out" 2>&1 ||
-    fail "lean run failed: $(cat "$work/out")"
+expect 0 "$full" compile --config config/minimal.toml --cache-dir "$work/cache"
+expect 0 "$lean" run config/minimal.toml --for 600ms --strict --cache-dir "$work/cache"
 grep "modules loaded" "$work/out" | grep -q "hits=1 misses=0 rebuilt=0" ||
     fail "not loaded from the cache: $(cat "$work/out")"
 grep -q 'kind="toka.tick"' "$work/out" || fail "the Logger saw no tick: $(cat "$work/out")"
@@ -50,11 +47,7 @@ grep -q 'kind="toka.tick"' "$work/out" || fail "the Logger saw no tick: $(cat "$
 for f in "$work"/cache/*.cwasm; do
     printf 'x' | dd of="$f" bs=1 seek=100 conv=notrunc status=none
 done
-set +e
-"$lean" run config/minimal.toml --for 200ms --strict --cache-dir "$work/cache" >"$work/out" 2>&1
-code=$?
-set -e
-[ "$code" = 2 ] || fail "expected exit 2 for a corrupt artifact, got $code: $(cat "$work/out")"
+expect 2 "$lean" run config/minimal.toml --for 200ms --strict --cache-dir "$work/cache"
 grep -q "checksum mismatch" "$work/out" || fail "corruption not named: $(cat "$work/out")"
 
 size() {
