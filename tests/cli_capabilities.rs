@@ -4,11 +4,12 @@
 //! Every command runs with `RUST_LOG=debug`, `HOME` and `XDG_CONFIG_HOME`
 //! inside a temp dir and `TOKA_MASTER_KEY` unset unless a test sets it, so
 //! nothing touches the real home directory. The crash tests SIGKILL a command
-//! at a random moment and check that the stores are still whole.
+//! at a random moment (some at a random moment after a step they recognise in
+//! its log) and check that the stores are still whole.
 
-use std::io::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn root() -> PathBuf {
@@ -63,6 +64,31 @@ fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Child
     // Small enough for the pipe buffer; a child already gone is fine.
     let _ = pipe.write_all(stdin);
     child
+}
+
+/// Starts `toka` for a crash test and, given a `marker`, returns once a line
+/// of its log contains it (or the log ended): to kill it just after that
+/// step. The log pipe is returned too, to be held until the kill, so the
+/// child never writes to a closed pipe.
+fn spawn_logged(
+    dir: &Path,
+    args: &[&str],
+    marker: Option<&str>,
+) -> (Child, BufReader<ChildStderr>) {
+    let mut child = command(dir, args, &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn toka");
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    if let Some(marker) = marker {
+        let mut line = String::new();
+        while log.read_line(&mut line).is_ok_and(|n| n > 0) && !line.contains(marker) {
+            line.clear();
+        }
+    }
+    (child, log)
 }
 
 fn text(out: &Output) -> String {
@@ -166,6 +192,132 @@ fn set(dir: &Path, cfg: &str, name: &str, value: &[u8]) {
 
 fn get(dir: &Path, cfg: &str, name: &str) -> Output {
     toka(dir, &["secrets", "get", name, "--config", cfg])
+}
+
+fn vault_put(dir: &Path, cfg: &str, namespace: &str, name: &str, data: &[u8]) {
+    ok(&toka_with(
+        dir,
+        &["vault", "put", namespace, name, "--config", cfg],
+        &[],
+        Some(data),
+    ));
+}
+
+fn vault_get(dir: &Path, cfg: &str, namespace: &str, name: &str) -> Output {
+    toka(dir, &["vault", "get", namespace, name, "--config", cfg])
+}
+
+/// Secrets and vault blobs for the rotation tests, in two namespaces.
+struct Contents {
+    secrets: Vec<(String, Vec<u8>)>,
+    blobs: Vec<(&'static str, String, Vec<u8>)>,
+}
+
+impl Contents {
+    /// `secrets` secrets and `blobs` blobs of `blob_len` bytes each.
+    fn new(secrets: usize, blobs: usize, blob_len: usize) -> Self {
+        let mut rng = Rng(0x5EED);
+        Contents {
+            secrets: (0..secrets)
+                .map(|i| {
+                    (
+                        format!("s/{i}"),
+                        format!("secret-{i}-").repeat(30).into_bytes(),
+                    )
+                })
+                .collect(),
+            blobs: (0..blobs)
+                .map(|i| {
+                    let data = (0..blob_len / 8 + 1)
+                        .flat_map(|_| rng.next().to_le_bytes())
+                        .take(blob_len)
+                        .collect();
+                    (["agent-a", "reports"][i % 2], format!("blob/{i}"), data)
+                })
+                .collect(),
+        }
+    }
+
+    /// Stores everything through the CLI.
+    fn store(&self, dir: &Path, cfg: &str) {
+        for (name, value) in &self.secrets {
+            set(dir, cfg, name, value);
+        }
+        for (namespace, name, data) in &self.blobs {
+            vault_put(dir, cfg, namespace, name, data);
+        }
+    }
+
+    /// Checks that every secret and blob reads back with the key file.
+    #[track_caller]
+    fn assert_intact(&self, dir: &Path, cfg: &str, when: &str) {
+        let names = stdout(&toka(dir, &["secrets", "list", "--config", cfg]));
+        assert_eq!(names.lines().count(), self.secrets.len(), "{when}: {names}");
+        for (name, value) in &self.secrets {
+            assert_eq!(&ok(&get(dir, cfg, name)).stdout, value, "{when}: {name}");
+        }
+        for (namespace, name, data) in &self.blobs {
+            let out = vault_get(dir, cfg, namespace, name);
+            assert!(&ok(&out).stdout == data, "{when}: {namespace}/{name}");
+        }
+    }
+}
+
+/// Whether `key` (a key file's contents) opens the secret store and the
+/// vault. Given through `TOKA_MASTER_KEY`, so no interrupted rotation is
+/// settled on the way.
+fn opens(dir: &Path, cfg: &str, key: &[u8]) -> (bool, bool) {
+    // A key file torn by a kill opens nothing.
+    let Some(key) = std::str::from_utf8(key)
+        .ok()
+        .map(str::trim)
+        .filter(|k| k.len() == 44)
+    else {
+        return (false, false);
+    };
+    let try_with = |args: &[&str]| {
+        let out = toka_with(dir, args, &[("TOKA_MASTER_KEY", key)], None);
+        // Opens, or "wrong key": anything else is a failure of its own.
+        match out.status.code() {
+            Some(0) => true,
+            Some(2) if text(&out).contains("wrong key") => false,
+            _ => panic!("{args:?}: {}", text(&out)),
+        }
+    };
+    (
+        try_with(&["secrets", "list", "--config", cfg]),
+        try_with(&["vault", "ls", "--config", cfg]),
+    )
+}
+
+/// Copies the directory tree `from` to `to` (which must not exist).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Puts the secret store back as it was in `snapshot` (a [`copy_dir`] of it).
+fn restore_store(dir: &Path, snapshot: &Path) {
+    std::fs::remove_dir_all(dir.join("secrets.db")).unwrap();
+    copy_dir(snapshot, &dir.join("secrets.db"));
+}
+
+/// Names of the vault's blob files.
+fn vault_blob_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("vault/blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -377,39 +529,102 @@ fn rotate_key_from_the_environment_prints_the_new_key_once() {
 }
 
 #[test]
-fn rotate_key_refuses_to_strand_vault_blobs() {
+fn rotate_key_reencrypts_the_vault_too() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let cfg = write_config(dir);
     init(dir, &cfg);
-    set(dir, &cfg, "a", b"alpha");
-    ok(&toka_with(
-        dir,
+    let contents = Contents::new(4, 3, 5000);
+    contents.store(dir, &cfg);
+    vault_put(dir, &cfg, "agent-a", "empty", b"");
+    let old = std::fs::read(key_file(dir)).unwrap();
+    let old_files = vault_blob_files(dir);
+
+    let out = toka(dir, &["secrets", "rotate-key", "--config", &cfg]);
+    assert!(
+        stdout(&out).contains("rotated 4 secret(s) and 4 vault blob(s)"),
+        "{}",
+        text(&out)
+    );
+    let new = std::fs::read(key_file(dir)).unwrap();
+    assert_ne!(old, new);
+    assert!(!pending_key_file(dir).exists());
+    for key in [&old, &new] {
+        let key = String::from_utf8_lossy(key);
+        assert!(
+            !text(&out).contains(key.trim()),
+            "a key was printed or logged"
+        );
+    }
+
+    contents.assert_intact(dir, &cfg, "after rotate-key");
+    assert_eq!(ok(&vault_get(dir, &cfg, "agent-a", "empty")).stdout, b"");
+    assert_eq!(opens(dir, &cfg, &new), (true, true));
+    assert_eq!(
+        opens(dir, &cfg, &old),
+        (false, false),
+        "the old key opens nothing"
+    );
+    let new_files = vault_blob_files(dir);
+    assert_eq!(new_files.len(), old_files.len(), "one file per blob");
+    assert!(
+        new_files.iter().all(|f| !old_files.contains(f)),
+        "every blob was rewritten to a new file"
+    );
+}
+
+#[test]
+fn rotate_key_from_the_environment_refuses_a_vault_with_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = write_config(dir);
+    let env = [("TOKA_MASTER_KEY", OTHER_KEY)];
+    let with_env = |args: &[&str], stdin: Option<&[u8]>| toka_with(dir, args, &env, stdin);
+    ok(&with_env(&["secrets", "init", "--config", &cfg], None));
+    ok(&with_env(
+        &["secrets", "set", "a", "--config", &cfg],
+        Some(b"alpha"),
+    ));
+    ok(&with_env(
         &["vault", "put", "ns", "x", "--config", &cfg],
-        &[],
         Some(b"data"),
     ));
-    let key = std::fs::read_to_string(key_file(dir)).unwrap();
-    let out = toka(dir, &["secrets", "rotate-key", "--config", &cfg]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("cannot be re-keyed"), "{}", text(&out));
-    assert_eq!(std::fs::read_to_string(key_file(dir)).unwrap(), key);
-    assert!(!pending_key_file(dir).exists());
 
-    // Once the vault is empty, rotation goes ahead and the vault follows.
-    ok(&toka(dir, &["vault", "rm", "ns", "x", "--config", &cfg]));
-    ok(&toka(dir, &["secrets", "rotate-key", "--config", &cfg]));
+    let out = with_env(&["secrets", "rotate-key", "--config", &cfg], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "no new key shown: {}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds blobs") && err.contains("key_file"),
+        "{err}"
+    );
+    assert_eq!(opens(dir, &cfg, OTHER_KEY.as_bytes()), (true, true));
+
+    // An empty vault has nothing to strand: it is reset and follows the key.
+    ok(&with_env(
+        &["vault", "rm", "ns", "x", "--config", &cfg],
+        None,
+    ));
+    let out = with_env(&["secrets", "rotate-key", "--config", &cfg], None);
+    let new = stdout(&out);
+    let new = new.trim();
+    assert_eq!(new.len(), 44, "one base64 key on stdout: {new}");
+    let with_new = [("TOKA_MASTER_KEY", new)];
     ok(&toka_with(
         dir,
         &["vault", "put", "ns", "y", "--config", &cfg],
-        &[],
+        &with_new,
         Some(b"data"),
     ));
-    assert_eq!(
-        ok(&toka(dir, &["vault", "get", "ns", "y", "--config", &cfg])).stdout,
-        b"data"
+    assert_eq!(opens(dir, &cfg, new.as_bytes()), (true, true));
+    assert_eq!(opens(dir, &cfg, OTHER_KEY.as_bytes()), (false, false));
+    let out = toka_with(
+        dir,
+        &["secrets", "get", "a", "--config", &cfg],
+        &with_new,
+        None,
     );
-    assert_eq!(ok(&get(dir, &cfg, "a")).stdout, b"alpha");
+    assert_eq!(ok(&out).stdout, b"alpha");
 }
 
 /// The two states a killed `rotate-key` can leave a `.new` key in, made by
@@ -444,6 +659,161 @@ fn interrupted_rotation_is_settled_by_the_next_command() {
     assert!(!pending_key_file(dir).exists());
     assert_eq!(std::fs::read(key_file(dir)).unwrap(), new);
     assert_eq!(ok(&get(dir, &cfg, "a")).stdout, b"alpha");
+
+    // `toka check` (as `toka run`) settles it too before opening anything.
+    ok(&toka(dir, &["secrets", "rotate-key", "--config", &cfg]));
+    let newer = std::fs::read(key_file(dir)).unwrap();
+    std::fs::write(pending_key_file(dir), &newer).unwrap();
+    std::fs::write(key_file(dir), &new).unwrap();
+    let out = toka(dir, &["check", &cfg]);
+    assert!(
+        text(&out).contains("completed an interrupted"),
+        "{}",
+        text(&out)
+    );
+    assert!(!pending_key_file(dir).exists());
+    assert_eq!(std::fs::read(key_file(dir)).unwrap(), newer);
+    assert_eq!(ok(&get(dir, &cfg, "a")).stdout, b"alpha");
+}
+
+/// The states a `rotate-key` killed in the middle of the vault and store
+/// steps leaves, made from real runs by putting back files saved before
+/// them: each is rolled forward or back by the next command, so that one
+/// key, the key file's, opens both the store and the vault.
+#[test]
+fn interrupted_rotation_with_a_vault_rolls_forward_or_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = write_config(dir);
+    init(dir, &cfg);
+    let contents = Contents::new(3, 4, 3000);
+    contents.store(dir, &cfg);
+    let rotate = || {
+        ok(&toka(dir, &["secrets", "rotate-key", "--config", &cfg]));
+    };
+    let read_key = || std::fs::read(key_file(dir)).unwrap();
+    let snapshot = |name: &str| {
+        let to = dir.join("snapshots").join(name);
+        copy_dir(&dir.join("secrets.db"), &to.join("store"));
+        copy_dir(&dir.join("vault"), &to.join("vault"));
+        to
+    };
+    // Copies the vault's blob files from `snapshot` back (old files beside
+    // the current ones), and its manifest if `manifest`.
+    let put_back_vault = |snapshot: &Path, manifest: bool| {
+        if manifest {
+            std::fs::copy(snapshot.join("vault/manifest"), dir.join("vault/manifest")).unwrap();
+        }
+        for file in std::fs::read_dir(snapshot.join("vault/blobs")).unwrap() {
+            let file = file.unwrap();
+            std::fs::copy(file.path(), dir.join("vault/blobs").join(file.file_name())).unwrap();
+        }
+    };
+    // After settling, the key file opens both and `other` opens neither.
+    let assert_settled = |when: &str, out: &Output, expect_log: &str, other: &[u8]| {
+        assert!(text(out).contains(expect_log), "{when}: {}", text(out));
+        assert!(!pending_key_file(dir).exists(), "{when}");
+        contents.assert_intact(dir, &cfg, when);
+        assert_eq!(opens(dir, &cfg, &read_key()), (true, true), "{when}");
+        assert_eq!(opens(dir, &cfg, other), (false, false), "{when}");
+        assert_eq!(vault_blob_files(dir).len(), contents.blobs.len(), "{when}");
+    };
+    let k1 = read_key();
+
+    // 1. Killed right after writing the new key: nothing is under it.
+    std::fs::write(pending_key_file(dir), format!("{OTHER_KEY}\n")).unwrap();
+    let out = toka(dir, &["vault", "ls", "--config", &cfg]);
+    ok(&out);
+    assert_settled("unused new key", &out, "rolled back", OTHER_KEY.as_bytes());
+    assert_eq!(read_key(), k1);
+
+    // 2. Killed inside the vault's re-key, before its manifest's commit: the
+    // new blob files are written, nothing else changed.
+    let before = snapshot("before-2");
+    rotate();
+    let k2 = read_key();
+    restore_store(dir, &before.join("store"));
+    put_back_vault(&before, true);
+    std::fs::write(pending_key_file(dir), &k2).unwrap();
+    std::fs::write(key_file(dir), &k1).unwrap();
+    assert_eq!(vault_blob_files(dir).len(), 2 * contents.blobs.len());
+    let out = toka(dir, &["secrets", "list", "--config", &cfg]);
+    ok(&out);
+    assert_settled("inside the vault's re-key", &out, "rolled back", &k2);
+    assert_eq!(read_key(), k1);
+
+    // 3. Killed after the vault's commit (its old blob files not yet
+    // removed), before the store's rotation: rolled forward.
+    let before = snapshot("before-3");
+    rotate();
+    let k3 = read_key();
+    restore_store(dir, &before.join("store"));
+    put_back_vault(&before, false);
+    std::fs::write(pending_key_file(dir), &k3).unwrap();
+    std::fs::write(key_file(dir), &k1).unwrap();
+    assert_eq!(opens(dir, &cfg, &k1), (true, false), "a vault-only state");
+    let out = toka(dir, &["secrets", "get", "s/0", "--config", &cfg]);
+    ok(&out);
+    assert_settled(
+        "vault re-keyed, store not",
+        &out,
+        "completed an interrupted",
+        &k1,
+    );
+    assert_eq!(read_key(), k3);
+
+    // 4. Killed after both, before the rename.
+    rotate();
+    let k4 = read_key();
+    std::fs::write(pending_key_file(dir), &k4).unwrap();
+    std::fs::write(key_file(dir), &k3).unwrap();
+    let out = toka(dir, &["vault", "ls", "--config", &cfg]);
+    ok(&out);
+    assert_settled("both re-keyed", &out, "completed an interrupted", &k3);
+    assert_eq!(read_key(), k4);
+
+    // Neither key opens anything: the `.new`, provably unused, goes; the key
+    // file's mismatch is reported, and the vault is left alone.
+    std::fs::write(pending_key_file(dir), format!("{OTHER_KEY}\n")).unwrap();
+    let vault_manifest = std::fs::read(dir.join("vault/manifest")).unwrap();
+    std::fs::write(key_file(dir), &k3).unwrap();
+    let out = toka(dir, &["vault", "ls", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("wrong key"), "{}", text(&out));
+    assert!(!pending_key_file(dir).exists());
+    assert_eq!(
+        std::fs::read(dir.join("vault/manifest")).unwrap(),
+        vault_manifest
+    );
+    assert_eq!(opens(dir, &cfg, &k4), (true, true));
+}
+
+/// A command that finds a `.new` waits for the rotation lock, held by a
+/// running `rotate-key` (here by the test), before it settles anything.
+#[test]
+fn settling_waits_for_a_running_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = write_config(dir);
+    init(dir, &cfg);
+    set(dir, &cfg, "a", b"alpha");
+    let lock = std::fs::File::create(dir.join("keys/master.key.lock")).unwrap();
+    lock.lock().unwrap();
+    std::fs::write(pending_key_file(dir), format!("{OTHER_KEY}\n")).unwrap();
+
+    let args = ["secrets", "get", "a", "--config", &cfg];
+    let (mut child, log) = spawn_logged(dir, &args, Some("waiting for a running"));
+    assert!(
+        pending_key_file(dir).exists(),
+        "settled under a running rotation"
+    );
+    lock.unlock().unwrap();
+    let rest: Vec<String> = log.lines().map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    assert!(
+        !pending_key_file(dir).exists(),
+        "settled once the lock was free"
+    );
 }
 
 #[test]
@@ -601,29 +971,19 @@ fn vault_put_survives_sigkill() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// Kills `rotate-key` at random moments while it re-keys a vault of a few
+/// hundred KiB and the store. Right after each kill the vault and the store
+/// are each wholly under one key, the store never ahead of the vault; the
+/// next command settles any `.new`, after which the key file alone opens
+/// both and every secret and blob is intact.
 #[test]
 fn rotate_key_survives_sigkill() {
-    const SECRETS: usize = 16;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let cfg = write_config(dir);
     init(dir, &cfg);
-    let value = |i: usize| format!("secret-{i}-").repeat(60).into_bytes();
-    for i in 0..SECRETS {
-        set(dir, &cfg, &format!("s/{i}"), &value(i));
-    }
-    let opens = |key: &[u8]| {
-        let Ok(key) = std::str::from_utf8(key) else {
-            return false;
-        };
-        let out = toka_with(
-            dir,
-            &["secrets", "list", "--config", &cfg],
-            &[("TOKA_MASTER_KEY", key.trim())],
-            None,
-        );
-        out.status.code() == Some(0)
-    };
+    let contents = Contents::new(8, 6, 64 << 10);
+    contents.store(dir, &cfg);
 
     // How long a whole rotation takes here, so kills spread over all of it.
     let started = std::time::Instant::now();
@@ -632,47 +992,87 @@ fn rotate_key_survives_sigkill() {
     let mut rng = Rng::from_time("rotate_key_survives_sigkill");
     eprintln!("a rotation takes about {}ms", span * 2 / 3);
 
-    // not rotated, rotated, stale `.new`, committed `.new`
-    let mut seen = [0; 4];
+    // not rotated, rotated; with a `.new`: nothing, the vault, both re-keyed
+    let mut seen = [0; 5];
     for round in 0..24 {
         let old = std::fs::read(key_file(dir)).unwrap();
-        let mut child = spawn(dir, &["secrets", "rotate-key", "--config", &cfg], &[], b"");
-        std::thread::sleep(Duration::from_millis(rng.below(span)));
+        // Where the kill aims: anywhere, into the vault's re-key, or into the
+        // short stretch between the vault's commit and the store's.
+        let (marker, delay) = match round % 3 {
+            0 => (None, Duration::from_millis(rng.below(span))),
+            1 => (
+                Some("wrote the new master key"),
+                Duration::from_millis(rng.below(span / 2)),
+            ),
+            _ => (
+                Some("re-keyed the vault"),
+                Duration::from_micros(rng.below(3000)),
+            ),
+        };
+        let args = ["secrets", "rotate-key", "--config", &cfg];
+        let (mut child, log) = spawn_logged(dir, &args, marker);
+        std::thread::sleep(delay);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        drop(log);
 
         let current = std::fs::read(key_file(dir)).unwrap();
-        match std::fs::read(pending_key_file(dir)) {
-            Err(_) => {
-                assert!(
-                    opens(&current),
-                    "round {round}: the key file opens the store"
+        let pending = std::fs::read(pending_key_file(dir)).ok();
+        match &pending {
+            None => {
+                assert_eq!(
+                    opens(dir, &cfg, &current),
+                    (true, true),
+                    "round {round}: the key file opens both"
                 );
                 seen[usize::from(current != old)] += 1;
             }
-            Ok(pending) => {
+            Some(pending) => {
                 assert_eq!(current, old, "round {round}: renamed yet still pending");
-                let (with_old, with_new) = (opens(&current), opens(&pending));
+                let (store_old, vault_old) = opens(dir, &cfg, &old);
+                let (store_new, vault_new) = opens(dir, &cfg, pending);
                 assert!(
-                    with_old != with_new,
-                    "round {round}: exactly one key opens the store \
-                     (old: {with_old}, new: {with_new})"
+                    store_old != store_new && vault_old != vault_new,
+                    "round {round}: each under exactly one key \
+                     (store: {store_old}/{store_new}, vault: {vault_old}/{vault_new})"
                 );
-                seen[if with_old { 2 } else { 3 }] += 1;
+                assert!(
+                    vault_new || !store_new,
+                    "round {round}: the store was rotated before the vault"
+                );
+                seen[2 + usize::from(vault_new) + usize::from(store_new)] += 1;
             }
         }
-        // The next command settles any `.new`; then every value is intact.
+
+        // The next command settles any `.new`; then one key opens everything.
         let names = stdout(&toka(dir, &["secrets", "list", "--config", &cfg]));
-        assert_eq!(names.lines().count(), SECRETS, "round {round}");
+        assert_eq!(
+            names.lines().count(),
+            contents.secrets.len(),
+            "round {round}"
+        );
         assert!(!pending_key_file(dir).exists(), "round {round}");
-        for i in 0..SECRETS {
-            let out = get(dir, &cfg, &format!("s/{i}"));
-            assert_eq!(ok(&out).stdout, value(i), "round {round}: s/{i}");
+        let settled = std::fs::read(key_file(dir)).unwrap();
+        assert_eq!(opens(dir, &cfg, &settled), (true, true), "round {round}");
+        let other = if settled == old { pending } else { Some(old) };
+        if let Some(other) = other {
+            assert_eq!(
+                opens(dir, &cfg, &other),
+                (false, false),
+                "round {round}: the other key opens nothing"
+            );
         }
+        contents.assert_intact(dir, &cfg, &format!("round {round}"));
+        assert_eq!(
+            vault_blob_files(dir).len(),
+            contents.blobs.len(),
+            "round {round}: leftovers"
+        );
     }
     eprintln!(
-        "not rotated {}, rotated {}, stale new key {}, committed new key {}",
-        seen[0], seen[1], seen[2], seen[3]
+        "not rotated {}, rotated {}; killed with a new key: nothing re-keyed {}, \
+         the vault {}, both {}",
+        seen[0], seen[1], seen[2], seen[3], seen[4]
     );
 }
 

@@ -2,6 +2,7 @@
 //!
 //! After a crash the destination holds either its old content or the complete new content,
 //! never a mix; after `write_atomic` returns `Ok`, the new content survives a power cut.
+//! `write_new` is the cheaper form for files nothing references yet.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -32,6 +33,18 @@ pub(crate) fn write_atomic(temp: &Path, dest: &Path, bytes: &[u8]) -> Result<(),
         renamed: true,
         source,
     })
+}
+
+/// Creates `path` (which must not exist) holding `bytes`, fsynced, without a temp file and
+/// without syncing the directory.
+///
+/// Only for a file nothing references until a later commit: a crash can leave it partly
+/// written, which is harmless because it is then an unreferenced leftover, and the caller
+/// syncs the directory once, before the commit, rather than once per file.
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 fn write_and_sync(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -83,6 +96,16 @@ mod tests {
         write_atomic(&temp, &dest, b"two").unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"two");
         assert!(!temp.exists());
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        write_new(&path, b"one").unwrap();
+        let err = write_new(&path, b"two").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&path).unwrap(), b"one");
     }
 
     #[test]

@@ -59,6 +59,17 @@
 //! leftovers are unreferenced blob and temp files, which [`Vault::open`] removes. Durability
 //! of directory entries relies on fsync of a directory, which is how unix does it.
 //!
+//! # Re-keying
+//!
+//! [`Vault::rekey`] re-encrypts every blob and the manifest under a new key, with the manifest
+//! as the single commit point: every blob is re-sealed into a new file first, then the
+//! manifest (sealed under the new key, referencing only the new files) replaces the old one,
+//! then the old files go. Killed at any point, the vault is entirely under the old key or
+//! entirely under the new one, and the other half's files are leftovers the next open
+//! removes. [`Vault::key_matches`] tells which key a vault is under without opening it, which
+//! is what a caller re-keying several stores together needs to finish or undo an interrupted
+//! rotation.
+//!
 //! # One writer process
 //!
 //! [`Vault::open`] takes an exclusive advisory lock on `<dir>/LOCK` and holds it until the

@@ -137,7 +137,7 @@ impl Manifest {
         self.entries().map(|e| e.blob_id).collect()
     }
 
-    fn entries(&self) -> impl Iterator<Item = &Entry> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.namespaces.values().flat_map(BTreeMap::values)
     }
 
@@ -171,33 +171,30 @@ impl Manifest {
         Ok(file)
     }
 
+    /// Whether the manifest file read from `path` (used in errors) was sealed under `keys`,
+    /// from its header alone: the rest of the file is not authenticated, so `true` does not
+    /// mean it will open.
+    pub(crate) fn is_sealed_with(keys: &Keys, file: &[u8], path: &Path) -> Result<bool> {
+        let (nonce, key_check) = header(file, path)?;
+        Ok(keys.verify_key_check(nonce, key_check))
+    }
+
     /// Opens a manifest file read from `path` (used in errors); `dir` is the vault directory.
     pub(crate) fn open(keys: &Keys, mut file: Vec<u8>, path: &Path, dir: &Path) -> Result<Self> {
         let corrupt = |reason| Error::CorruptManifest {
             path: path.to_owned(),
             reason,
         };
-        if file.len() < HEADER_LEN + TAG_LEN {
-            return Err(corrupt("truncated"));
-        }
-        if !file.starts_with(MAGIC) {
-            return Err(corrupt(
-                "not a toka-vault manifest, or an unsupported format version",
-            ));
-        }
-        let (header, rest) = file.split_at_mut(HEADER_LEN);
-        let (nonce, key_check) = header[MAGIC.len()..].split_at(NONCE_LEN);
-        let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| corrupt("truncated"))?;
-        let key_check: &[u8; KEY_CHECK_LEN] =
-            key_check.try_into().map_err(|_| corrupt("truncated"))?;
-        if !keys.verify_key_check(nonce, key_check) {
+        let (nonce, key_check) = header(&file, path).map(|(n, c)| (*n, *c))?;
+        if !keys.verify_key_check(&nonce, &key_check) {
             return Err(Error::WrongKey {
                 dir: dir.to_owned(),
             });
         }
-        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let body_len = file.len() - HEADER_LEN - TAG_LEN;
+        let (body, tag) = file[HEADER_LEN..].split_at_mut(body_len);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| corrupt("truncated"))?;
-        if !keys.open(nonce, &associated_data(key_check), body, tag) {
+        if !keys.open(&nonce, &associated_data(&key_check), body, tag) {
             return Err(corrupt("does not authenticate (altered or truncated)"));
         }
         let undecodable = |_| corrupt("authentic but undecodable");
@@ -229,6 +226,29 @@ impl Manifest {
         }
         Some(manifest)
     }
+}
+
+/// The nonce and key check from a manifest file's header.
+fn header<'a>(
+    file: &'a [u8],
+    path: &Path,
+) -> Result<(&'a [u8; NONCE_LEN], &'a [u8; KEY_CHECK_LEN])> {
+    let corrupt = |reason| Error::CorruptManifest {
+        path: path.to_owned(),
+        reason,
+    };
+    if file.len() < HEADER_LEN + TAG_LEN {
+        return Err(corrupt("truncated"));
+    }
+    if !file.starts_with(MAGIC) {
+        return Err(corrupt(
+            "not a toka-vault manifest, or an unsupported format version",
+        ));
+    }
+    let (nonce, key_check) = file[MAGIC.len()..HEADER_LEN].split_at(NONCE_LEN);
+    let nonce = nonce.try_into().map_err(|_| corrupt("truncated"))?;
+    let key_check = key_check.try_into().map_err(|_| corrupt("truncated"))?;
+    Ok((nonce, key_check))
 }
 
 fn associated_data(key_check: &[u8; KEY_CHECK_LEN]) -> Vec<u8> {
@@ -290,6 +310,23 @@ mod tests {
         let keys = keys(1);
         let file = Manifest::default().seal(&keys).unwrap();
         assert_eq!(file.len(), HEADER_LEN + PAD_TO + TAG_LEN);
+    }
+
+    #[test]
+    fn the_header_tells_the_key_without_the_body() {
+        let file = sample().seal(&keys(1)).unwrap();
+        let path = Path::new("manifest");
+        assert!(Manifest::is_sealed_with(&keys(1), &file, path).unwrap());
+        assert!(!Manifest::is_sealed_with(&keys(2), &file, path).unwrap());
+        // Only the header is read: a damaged body is for `open` to find.
+        let mut damaged = file.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x01;
+        assert!(Manifest::is_sealed_with(&keys(1), &damaged, path).unwrap());
+        assert!(matches!(
+            Manifest::is_sealed_with(&keys(1), &file[..HEADER_LEN], path),
+            Err(Error::CorruptManifest { .. })
+        ));
     }
 
     #[test]

@@ -137,9 +137,121 @@ impl Vault {
         Ok(vault)
     }
 
+    /// Whether `key` is the key the vault in `dir` is sealed with: `Some(true)` if it is,
+    /// `Some(false)` if the vault is sealed with another key, `None` if `dir` holds no vault
+    /// (no manifest; [`Vault::open`] with any key would create one).
+    ///
+    /// Cheap: it reads the manifest and checks the key check in its header, nothing more
+    /// (the rest of the manifest is verified only by [`Vault::open`], so `Some(true)` does not
+    /// promise that the vault opens). It neither takes the lock nor changes anything, so it
+    /// works while another process has the vault open; the manifest is only ever replaced
+    /// whole, so it sees the state before or after a concurrent write, in particular before
+    /// or after a [`Vault::rekey`]'s commit.
+    pub fn key_matches(dir: &Path, key: &VaultKey) -> Result<Option<bool>> {
+        let path = dir.join(MANIFEST_FILE);
+        let file = match fs::read(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        Manifest::is_sealed_with(&Keys::derive(key), &file, &path).map(Some)
+    }
+
     /// The vault directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Re-encrypts every blob and the manifest under `new`, and returns how many blobs were
+    /// re-encrypted. Afterwards only `new` opens the vault; entries keep their metadata
+    /// (names, sizes, hashes, timestamps, generations) but move to new files.
+    ///
+    /// # Crash safety
+    ///
+    /// The manifest is the single commit point. Every blob is first verified, re-sealed under
+    /// `new` into a file of its own with a fresh [`BlobId`] (so no file the durable manifest
+    /// references is ever touched) and fsynced, and the `blobs` directory is synced; then
+    /// the new manifest, sealed under `new` and referencing only the new files, replaces the
+    /// old one atomically; only then are the old files removed. Killed before the manifest's
+    /// rename, the vault is entirely under the old key and the new files are unreferenced
+    /// leftovers; killed after it, the vault is entirely under `new` and the old files are
+    /// the leftovers. Either way the next [`Vault::open`] (or `rekey`) removes the leftovers,
+    /// and at every moment exactly one of the two keys opens the vault, with every blob
+    /// readable. [`Vault::key_matches`] tells which one without opening the vault.
+    ///
+    /// A blob that fails verification ([`Error::Corrupt`]) aborts the rekey before the
+    /// commit, as does any other error there: the vault stays under the old key, and the new
+    /// files written so far are removed.
+    ///
+    /// If it returns `Err` after the manifest's rename (only syncing the directory can fail
+    /// that late), this handle is already under `new` and after a power cut the directory
+    /// may hold either state: try both keys on reopening.
+    ///
+    /// `&mut self` keeps this handle's writers out for the duration, and the directory lock
+    /// keeps other processes out.
+    pub fn rekey(&mut self, new: VaultKey) -> Result<usize> {
+        let keys = Keys::derive(&new);
+        drop(new);
+        // Runs with no write in flight (`&mut self`), so every unreferenced file is a leftover.
+        self.remove_leftovers()?;
+
+        let mut written = Vec::new();
+        let rekeyed = match self.reseal_blobs(&keys, &mut written) {
+            Ok(rekeyed) => rekeyed,
+            Err(e) => {
+                self.remove_blob_files(written);
+                return Err(e);
+            }
+        };
+        let count = written.len();
+        if let Err(e) = persist(&self.dir, &keys, &rekeyed) {
+            if e.renamed {
+                // The directory shows the new manifest; the old files stay for open to remove.
+                self.keys = keys;
+                *self.manifest.get_mut() = rekeyed;
+            } else {
+                self.remove_blob_files(written);
+            }
+            return Err(e.error);
+        }
+        self.keys = keys;
+        let old = std::mem::replace(self.manifest.get_mut(), rekeyed);
+        self.remove_blob_files(old.blob_ids());
+        Ok(count)
+    }
+
+    /// Writes every blob again, sealed under `keys` into a new file, and returns the manifest
+    /// referencing the new files. `written` collects the new files' ids as they are created,
+    /// so the caller can remove them if this fails.
+    fn reseal_blobs(&self, keys: &Keys, written: &mut Vec<BlobId>) -> Result<Manifest> {
+        let current = self.manifest.read();
+        let mut rekeyed = Manifest::default();
+        rekeyed.next_generation = current.next_generation;
+        for entry in current.entries() {
+            let data = self.read_blob(entry)?;
+            let blob_id = BlobId::random()?;
+            let binding = Binding {
+                namespace: &entry.namespace,
+                name: &entry.name,
+                size: entry.size,
+                id: blob_id,
+                generation: entry.generation,
+            };
+            let file = blob::seal(keys, &binding, &data)?;
+            let path = self.blobs.join(blob_id.to_string());
+            // Recorded before the write, so a partly written file is removed too.
+            written.push(blob_id);
+            durable::write_new(&path, &file)
+                .map_err(|e| Error::io(format!("writing blob file {}", path.display()), e))?;
+            rekeyed.insert(Entry {
+                blob_id,
+                ..entry.clone()
+            });
+        }
+        // The new files' names must be durable before a manifest that references them is.
+        durable::sync_dir(&self.blobs)
+            .map_err(|e| Error::io(format!("syncing {}", self.blobs.display()), e))?;
+        Ok(rekeyed)
     }
 
     /// Stores `data` as `name` in `namespace`, replacing any blob of that name, and returns
@@ -324,22 +436,19 @@ impl Vault {
 
     /// Seals and durably writes `manifest` as the vault's manifest.
     fn persist(&self, manifest: &Manifest) -> Result<(), PersistError> {
-        let file = manifest.seal(&self.keys).map_err(|error| PersistError {
-            renamed: false,
-            error,
-        })?;
-        let path = self.dir.join(MANIFEST_FILE);
-        durable::write_atomic(&self.dir.join(MANIFEST_TEMP_FILE), &path, &file).map_err(|e| {
-            PersistError {
-                renamed: e.renamed,
-                error: Error::io(format!("writing {}", path.display()), e.source),
-            }
-        })
+        persist(&self.dir, &self.keys, manifest)
     }
 
     /// Best effort: a file that cannot be removed now is an orphan, removed at the next open.
     fn remove_blob_file(&self, id: BlobId) {
         let _ = fs::remove_file(self.blobs.join(id.to_string()));
+    }
+
+    /// [`Vault::remove_blob_file`] for each of `ids`.
+    fn remove_blob_files(&self, ids: impl IntoIterator<Item = BlobId>) {
+        for id in ids {
+            self.remove_blob_file(id);
+        }
     }
 
     /// Removes the temp files and unreferenced blob files an interrupted write leaves.
@@ -368,6 +477,19 @@ impl Vault {
         }
         Ok(())
     }
+}
+
+/// Seals `manifest` under `keys` and durably writes it as the manifest of the vault in `dir`.
+fn persist(dir: &Path, keys: &Keys, manifest: &Manifest) -> Result<(), PersistError> {
+    let file = manifest.seal(keys).map_err(|error| PersistError {
+        renamed: false,
+        error,
+    })?;
+    let path = dir.join(MANIFEST_FILE);
+    durable::write_atomic(&dir.join(MANIFEST_TEMP_FILE), &path, &file).map_err(|e| PersistError {
+        renamed: e.renamed,
+        error: Error::io(format!("writing {}", path.display()), e.source),
+    })
 }
 
 /// A failed manifest write.

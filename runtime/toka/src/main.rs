@@ -155,13 +155,23 @@ fn load(config: &PathBuf) -> anyhow::Result<RuntimeConfig> {
     RuntimeConfig::load(config).map_err(bad)
 }
 
+/// [`load`], then what the secrets commands do before opening the stores
+/// (the default key file, settling an interrupted `rotate-key`).
+fn load_for_runtime(config: &PathBuf) -> anyhow::Result<RuntimeConfig> {
+    #[allow(unused_mut, reason = "only the secrets feature changes it")]
+    let mut cfg = load(config)?;
+    #[cfg(feature = "secrets")]
+    secrets_cmd::prepare_runtime(&mut cfg)?;
+    Ok(cfg)
+}
+
 fn run(
     config: PathBuf,
     duration: Option<Duration>,
     strict: bool,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let cfg = load(&config)?;
+    let cfg = load_for_runtime(&config)?;
     let options = RuntimeOptions {
         strict,
         cache_dir,
@@ -211,7 +221,7 @@ fn run(
 }
 
 fn check(config: PathBuf, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let cfg = load(&config)?;
+    let cfg = load_for_runtime(&config)?;
     let unknown = cfg.unknown_keys.clone();
     let options = RuntimeOptions {
         cache_dir,

@@ -6,6 +6,10 @@
 //! `toka run` takes (`[vault] path`); its key derives from the secrets master
 //! key ([`vault_key`]), exactly as the runtime derives it. Blob contents are
 //! only ever written to stdout by `get`.
+//!
+//! `toka secrets rotate-key` re-keys the vault along with the secret store
+//! through the helpers at the end of this module; the protocol that keeps
+//! the two under one master key across crashes is in `secrets_cmd`.
 
 use std::fs;
 use std::io::{self, IsTerminal as _, Read as _, Write as _};
@@ -15,7 +19,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{Context as _, anyhow};
 use clap::Subcommand;
 use toka_core::RuntimeConfig;
-use toka_secrets::MasterKey;
+use toka_secrets::{MASTER_KEY_ENV, MasterKey};
 use toka_vault::{Limits, Vault, VaultKey};
 
 use crate::bad;
@@ -106,38 +110,6 @@ pub(crate) fn vault_key(master: &MasterKey) -> VaultKey {
     VaultKey::from_bytes(*master.derive(VAULT_KEY_CONTEXT))
 }
 
-/// Refuses a master-key rotation that would strand the configured vault's
-/// blobs: the vault has no re-keying yet. An empty vault is reset (its
-/// manifest removed) so it reopens under the new key.
-pub(crate) fn ensure_rotation_keeps_vault(
-    cfg: &RuntimeConfig,
-    origin: &KeyOrigin,
-) -> anyhow::Result<()> {
-    let Some(dir) = &cfg.vault.path else {
-        return Ok(());
-    };
-    let manifest = dir.join(MANIFEST_FILE);
-    if !manifest.exists() {
-        return Ok(());
-    }
-    let (master, _) = master_key(cfg)?;
-    let vault = open_dir(dir, &master, origin)?;
-    let namespaces = vault.namespaces()?;
-    drop(vault);
-    if namespaces.is_empty() {
-        fs::remove_file(&manifest)
-            .with_context(|| format!("resetting the empty vault at {}", dir.display()))?;
-        return Ok(());
-    }
-    Err(bad(anyhow!(
-        "the vault at {} holds blobs (namespaces: {}) sealed with a key derived from the master \
-         key, and it cannot be re-keyed yet: rotating would make them unreadable. \
-         Take them out with `toka vault get` / `rm` first",
-        dir.display(),
-        namespaces.join(", ")
-    )))
-}
-
 fn vault_dir(cfg: &RuntimeConfig, config: &Path) -> anyhow::Result<PathBuf> {
     cfg.vault.path.clone().ok_or_else(|| {
         bad(anyhow!(
@@ -162,7 +134,11 @@ fn open(config: &Path, create: bool) -> anyhow::Result<(RuntimeConfig, Vault)> {
     Ok((cfg, vault))
 }
 
-fn open_dir(dir: &Path, master: &MasterKey, origin: &KeyOrigin) -> anyhow::Result<Vault> {
+pub(crate) fn open_dir(
+    dir: &Path,
+    master: &MasterKey,
+    origin: &KeyOrigin,
+) -> anyhow::Result<Vault> {
     Vault::open(dir, vault_key(master)).map_err(|e| match e {
         toka_vault::Error::WrongKey { .. } => bad(anyhow!(
             "wrong key: {origin} does not open the vault at {}",
@@ -291,5 +267,65 @@ fn rm(config: &Path, namespace: &str, name: &str) -> anyhow::Result<()> {
         return Err(bad(anyhow!("no blob {name} in namespace {namespace}")));
     }
     println!("removed {namespace}/{name}");
+    Ok(())
+}
+
+/// The configured vault's directory, if a vault exists there (its manifest,
+/// the first file a vault writes, is present): the one a key rotation must
+/// re-key.
+pub(crate) fn existing_vault(cfg: &RuntimeConfig) -> Option<&Path> {
+    cfg.vault
+        .path
+        .as_deref()
+        .filter(|dir| dir.join(MANIFEST_FILE).exists())
+}
+
+/// Whether the vault in `dir` is sealed under `master`. Reads only the
+/// manifest's key check: no lock, nothing changed.
+pub(crate) fn is_under(dir: &Path, master: &MasterKey) -> anyhow::Result<bool> {
+    let matches = Vault::key_matches(dir, &vault_key(master))
+        .map_err(vault_error)
+        .with_context(|| format!("checking the key of the vault at {}", dir.display()))?;
+    Ok(matches == Some(true))
+}
+
+/// Re-encrypts `vault` under the key derived from `new`; returns how many
+/// blobs it holds. Crash-safe on its own (see `Vault::rekey`).
+pub(crate) fn rekey(vault: &mut Vault, new: &MasterKey) -> anyhow::Result<usize> {
+    let dir = vault.dir().to_owned();
+    vault
+        .rekey(vault_key(new))
+        .map_err(vault_error)
+        .with_context(|| format!("re-keying the vault at {}", dir.display()))
+}
+
+/// For a rotation of a key from `TOKA_MASTER_KEY`, which has no key file to
+/// record the new key in before anything changes: refuses while `vault`
+/// holds blobs (a crash between re-keying the vault and rotating the store
+/// would leave them under different keys), and resets an empty vault (its
+/// manifest removed), so it is created anew under whichever key opens it
+/// next and no crash can strand it.
+pub(crate) fn reset_for_env_rotation(vault: Vault) -> anyhow::Result<()> {
+    let dir = vault.dir().to_owned();
+    let namespaces = vault.namespaces()?;
+    if !namespaces.is_empty() {
+        return Err(bad(anyhow!(
+            "the vault at {} holds blobs (namespaces: {}), and with the master key in \
+             {MASTER_KEY_ENV} there is no key file to record the new key in before the vault \
+             and the store change: a crash between the two would leave them under different \
+             keys. Rotate through a key file instead: write the key to a file (mode 0600), \
+             set [secrets] key_file to it, unset {MASTER_KEY_ENV}, run `toka secrets \
+             rotate-key`, then take the new key from the file",
+            dir.display(),
+            namespaces.join(", ")
+        )));
+    }
+    // Removed while the vault is still open, so no other process writes to
+    // it in between.
+    let manifest = dir.join(MANIFEST_FILE);
+    fs::remove_file(&manifest)
+        .with_context(|| format!("resetting the empty vault at {}", dir.display()))?;
+    crate::secrets_cmd::sync_parent(&manifest)?;
+    drop(vault);
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! Integration tests for `toka-vault` through its public API: the operations (`api`),
-//! tampering with the files on disk (`tamper`), and SIGKILL during writes (`crash`).
+//! tampering with the files on disk (`tamper`), changing the key (`rekey`), and SIGKILL
+//! during writes and re-keying (`crash`).
 //!
 //! One test binary rather than one per file: it links once, and `crash` re-executes it.
 
 mod api;
 mod crash;
+mod rekey;
 mod tamper;
 
 use std::path::{Path, PathBuf};
