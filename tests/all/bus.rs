@@ -1,7 +1,7 @@
 //! Routing, grants, ordering, ticks, init config, native agents and drain.
 
 use toka_runtime::Runtime;
-use toka_tests::{Recorder, config, logs};
+use toka_tests::{Recorder, config, logs, with_recorder};
 
 /// Run `rt` in the background; returns a handle to stop it and the join.
 fn start(
@@ -18,17 +18,15 @@ fn start(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscription_filters_what_an_agent_sees() {
     logs();
-    let mut rt = Runtime::new(config(
+    let (rt, rec) = with_recorder(
         r#"
         [[agents]]
         name = "probe"
         subscribe = ["orders.*"]
         publish = ["probe.>"]
         "#,
-    ))
-    .unwrap();
-    let rec = Recorder::new(&["probe.seen"]);
-    rt.register("recorder", rec.clone()).unwrap();
+        &["probe.seen"],
+    );
     let cx = rt.injector("test");
     for kind in [
         "payments.done",
@@ -56,7 +54,7 @@ async fn subscription_filters_what_an_agent_sees() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_outside_grant_is_an_error_value_and_agent_goes_on() {
     logs();
-    let mut rt = Runtime::new(config(
+    let (rt, rec) = with_recorder(
         r#"
         [[agents]]
         name = "probe"
@@ -68,10 +66,8 @@ async fn publish_outside_grant_is_an_error_value_and_agent_goes_on() {
         subscribe = ["narrow.cmd"]
         publish = ["probe.result"]
         "#,
-    ))
-    .unwrap();
-    let rec = Recorder::new(&["probe.result", "orders.>"]);
-    rt.register("recorder", rec.clone()).unwrap();
+        &["probe.result", "orders.>"],
+    );
     let cx = rt.injector("test");
     cx.publish("narrow.cmd", "publish orders.created x")
         .unwrap();
@@ -122,7 +118,7 @@ async fn publish_outside_grant_is_an_error_value_and_agent_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_agent_sees_events_in_publish_order() {
     logs();
-    let mut rt = Runtime::new(config(
+    let (rt, rec) = with_recorder(
         r#"
         [[agents]]
         name = "a"
@@ -139,10 +135,8 @@ async fn each_agent_sees_events_in_publish_order() {
         publish_rate = 100000
         publish_burst = 100000
         "#,
-    ))
-    .unwrap();
-    let rec = Recorder::new(&["probe.seen"]);
-    rt.register("recorder", rec.clone()).unwrap();
+        &["probe.seen"],
+    );
     let cx = rt.injector("test");
     let (stop, run) = start(rt);
     const N: usize = 500;
@@ -173,7 +167,7 @@ async fn each_agent_sees_events_in_publish_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_arrive_globally_and_on_an_agents_own_period() {
     logs();
-    let mut rt = Runtime::new(config(
+    let (rt, rec) = with_recorder(
         r#"
         [event_bus]
         scheduler_tick_ms = 10
@@ -189,10 +183,8 @@ async fn ticks_arrive_globally_and_on_an_agents_own_period() {
         publish = ["probe.seen"]
         every = "1h"
         "#,
-    ))
-    .unwrap();
-    let rec = Recorder::new(&["probe.seen", "toka.tick"]);
-    rt.register("recorder", rec.clone()).unwrap();
+        &["probe.seen", "toka.tick"],
+    );
     let (stop, run) = start(rt);
     rec.wait_for("3 ticks handled by `global`", |evs| {
         evs.iter()
@@ -220,7 +212,7 @@ async fn ticks_arrive_globally_and_on_an_agents_own_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_period_ticks_reach_only_that_agent() {
     logs();
-    let mut rt = Runtime::new(config(
+    let (rt, rec) = with_recorder(
         r#"
         [event_bus]
         scheduler_tick_ms = 3600000
@@ -230,10 +222,8 @@ async fn own_period_ticks_reach_only_that_agent() {
         publish = ["probe.seen"]
         every = "10ms"
         "#,
-    ))
-    .unwrap();
-    let rec = Recorder::new(&["probe.seen", "toka.tick"]);
-    rt.register("recorder", rec.clone()).unwrap();
+        &["probe.seen", "toka.tick"],
+    );
     let (stop, run) = start(rt);
     let seen = rec.wait_kind("probe.seen", 3).await;
     stop.shutdown();
@@ -248,7 +238,7 @@ async fn own_period_ticks_reach_only_that_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_receives_the_agents_free_form_keys() {
     logs();
-    let mut rt = Runtime::new(config(
+    let (rt, rec) = with_recorder(
         r#"
         [[agents]]
         name = "probe"
@@ -259,10 +249,8 @@ async fn init_receives_the_agents_free_form_keys() {
         ports = [1, 2]
         timeout_ms = 900
         "#,
-    ))
-    .unwrap();
-    let rec = Recorder::new(&["probe.init"]);
-    rt.register("recorder", rec.clone()).unwrap();
+        &["probe.init"],
+    );
     let (stop, run) = start(rt);
     let init = rec.wait_kind("probe.init", 1).await;
     stop.shutdown();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use toka_runtime::Runtime;
 use toka_secrets::{MasterKey, SecretStore};
-use toka_tests::{Recorder, captured_logs, config, logs};
+use toka_tests::{captured_logs, config, logs, with_recorder};
 
 /// A distinctive value that must never appear in any log.
 const STRIPE_KEY: &str = "sk_live_5f3e9c1d-never-in-logs";
@@ -52,9 +52,7 @@ fn stores() -> Stores {
 /// `<agent>.cmd` events, and return each agent's results in order.
 async fn run(stores: &Stores, agents: &str, commands: &[(&str, &str)]) -> Vec<(String, String)> {
     logs();
-    let mut rt = Runtime::new(config(&format!("{}\n{agents}", stores.toml))).unwrap();
-    let rec = Recorder::new(&["capable.result"]);
-    rt.register("recorder", rec.clone()).unwrap();
+    let (rt, rec) = with_recorder(&format!("{}\n{agents}", stores.toml), &["capable.result"]);
     let cx = rt.injector("test");
     let stop = rt.shutdown_handle();
     let running = tokio::spawn(rt.run_until(std::future::pending()));

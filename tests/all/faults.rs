@@ -3,12 +3,13 @@
 
 use serde_json::Value;
 use toka_runtime::Runtime;
-use toka_tests::{Recorder, config, logs};
+use toka_tests::{Recorder, logs, with_recorder};
 
 /// A probe `victim` taking `cmd` events, and a healthy probe beside it.
 fn setup(extra: &str) -> (Runtime, Recorder) {
-    let mut rt = Runtime::new(config(&format!(
-        r#"
+    let (rt, rec) = with_recorder(
+        &format!(
+            r#"
         [limits]
         timeout_ms = 200
         memory_mb = 32
@@ -28,10 +29,9 @@ fn setup(extra: &str) -> (Runtime, Recorder) {
         module = "probe.wasm"
         subscribe = ["work.item"]
         "#
-    )))
-    .unwrap();
-    let rec = Recorder::new(&["toka.>", "probe.result"]);
-    rt.register("recorder", rec.clone()).unwrap();
+        ),
+        &["toka.>", "probe.result"],
+    );
     (rt, rec)
 }
 

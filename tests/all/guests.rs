@@ -1,7 +1,7 @@
 //! One test per guest; `foreach_guest!` fails the build if a guest has none.
 
 use toka_runtime::Runtime;
-use toka_tests::{Recorder, config, logs};
+use toka_tests::{Recorder, config, logs, with_recorder};
 
 macro_rules! assert_test_exists {
     ($name:ident) => {
@@ -34,7 +34,7 @@ async fn logger() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counter() {
     logs();
-    let mut rt = Runtime::new(config(
+    let (rt, rec) = with_recorder(
         r#"
         [event_bus]
         scheduler_tick_ms = 5
@@ -44,10 +44,8 @@ async fn counter() {
         publish = ["counter.value"]
         step = 2
         "#,
-    ))
-    .unwrap();
-    let rec = Recorder::new(&["counter.value"]);
-    rt.register("recorder", rec.clone()).unwrap();
+        &["counter.value"],
+    );
     let stop = rt.shutdown_handle();
     let run = tokio::spawn(rt.run_until(std::future::pending()));
     let values = rec.wait_kind("counter.value", 3).await;
@@ -59,7 +57,7 @@ async fn counter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn milestone() {
     logs();
-    let mut rt = Runtime::new(config(
+    let (rt, rec) = with_recorder(
         r#"
         [[agents]]
         name = "Milestone"
@@ -67,10 +65,8 @@ async fn milestone() {
         publish = ["counter.milestone"]
         every_n = 5
         "#,
-    ))
-    .unwrap();
-    let rec = Recorder::new(&["counter.milestone"]);
-    rt.register("recorder", rec.clone()).unwrap();
+        &["counter.milestone"],
+    );
     let cx = rt.injector("Counter");
     for n in 1..=10 {
         cx.publish("counter.value", n.to_string()).unwrap();
@@ -86,17 +82,15 @@ async fn milestone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe() {
     logs();
-    let mut rt = Runtime::new(config(
+    let (rt, rec) = with_recorder(
         r#"
         [[agents]]
         name = "probe"
         subscribe = ["probe.cmd"]
         publish = ["probe.result"]
         "#,
-    ))
-    .unwrap();
-    let rec = Recorder::new(&["probe.result"]);
-    rt.register("recorder", rec.clone()).unwrap();
+        &["probe.result"],
+    );
     let cx = rt.injector("test");
     for _ in 0..3 {
         cx.publish("probe.cmd", "count").unwrap();

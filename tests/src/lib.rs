@@ -159,6 +159,18 @@ pub fn captured_logs() -> String {
     String::from_utf8_lossy(&CAPTURED.lock()).into_owned()
 }
 
+/// A runtime built from `toml` (see [`config`]) with a [`Recorder`] of
+/// `record` registered beside its agents as `recorder`, not yet running: for
+/// tests that register more, or drive `run` themselves (else see
+/// [`Running::start`]).
+pub fn with_recorder(toml: &str, record: &[&str]) -> (toka_runtime::Runtime, Recorder) {
+    let mut rt = toka_runtime::Runtime::new(config(toml)).expect("runtime builds");
+    let rec = Recorder::new(record);
+    rt.register("recorder", rec.clone())
+        .expect("recorder registers");
+    (rt, rec)
+}
+
 /// A runtime started in the background with a [`Recorder`] registered beside
 /// the configured agents: the shared setup of the integration tests.
 #[derive(Debug)]
@@ -175,10 +187,7 @@ impl Running {
     /// Build a runtime from `toml` (see [`config`]), register a recorder of
     /// `record`, and run it until [`Running::stop`].
     pub fn start(toml: &str, record: &[&str]) -> Self {
-        let mut rt = toka_runtime::Runtime::new(config(toml)).expect("runtime builds");
-        let rec = Recorder::new(record);
-        rt.register("recorder", rec.clone())
-            .expect("recorder registers");
+        let (rt, rec) = with_recorder(toml, record);
         let cx = rt.injector("test");
         let stop = rt.shutdown_handle();
         let run = tokio::spawn(rt.run_until(std::future::pending()));
