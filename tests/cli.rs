@@ -467,3 +467,16 @@ fn compile_for_a_config_uses_the_settings_run_will_pick() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--config"), "{}", text(&out));
 }
+
+#[test]
+fn version_names_wasmtime_and_the_features() {
+    let out = toka(&["--version"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(version.contains("wasmtime 48."), "{version}");
+    assert!(
+        version.contains("features: compiler, secrets, vault, auth"),
+        "{version}"
+    );
+    assert!(!version.contains("runtime-only"), "{version}");
+}

@@ -24,6 +24,10 @@ expect() {
     [ "$code" = "$want" ] || fail "expected exit $want, got $code from $*: $(cat "$work/out")"
 }
 
+# 0. Each says what it is.
+"$lean" --version | grep -q "runtime-only; features: none" || fail "lean --version: $("$lean" --version)"
+"$full" --version | grep -q "features: compiler" || fail "full --version: $("$full" --version)"
+
 # 1. A module with no artifact is named, with the command that fixes it;
 #    --strict refuses to start (exit 2).
 expect 2 "$lean" run config/minimal.toml --for 200ms --strict --cache-dir "$work/empty"

@@ -24,10 +24,21 @@ use clap::{Parser, Subcommand, ValueEnum};
 use toka_core::RuntimeConfig;
 use toka_runtime::{Runtime, RuntimeOptions};
 
+/// `toka --version`: which wasmtime, and whether this build compiles
+/// (`runtime-only` when not) and which capabilities it carries.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (wasmtime {}; {})",
+        env!("CARGO_PKG_VERSION"),
+        toka_runtime::host::engine::WASMTIME_VERSION,
+        env!("TOKA_FEATURES"),
+    )
+});
+
 #[derive(Parser, Debug)]
 #[command(
     name = "toka",
-    version,
+    version = &**VERSION,
     about = "Run untrusted WebAssembly agents on an event bus, each with only the capabilities you grant."
 )]
 struct Cli {
