@@ -480,3 +480,24 @@ fn version_names_wasmtime_and_the_features() {
     );
     assert!(!version.contains("runtime-only"), "{version}");
 }
+
+/// `toka run ... 2>&1 | head`: once the reader is gone, log lines are
+/// dropped and the run still ends cleanly (not a panic's exit 101).
+#[test]
+fn a_closed_log_pipe_does_not_stop_the_run() {
+    use std::io::Read as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toka"))
+        .args(["run", "config/minimal.toml", "--for", "500ms"])
+        .current_dir(root())
+        .env("RUST_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run toka");
+    let mut stderr = child.stderr.take().unwrap();
+    let mut first = [0; 64];
+    stderr.read_exact(&mut first).unwrap();
+    drop(stderr);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
