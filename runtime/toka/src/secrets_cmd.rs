@@ -192,10 +192,7 @@ pub(crate) fn master_key(cfg: &RuntimeConfig) -> anyhow::Result<(MasterKey, KeyO
         return Ok((key, KeyOrigin::Env));
     }
     let file = key_file(cfg)?;
-    if pending_key_file(&file).exists() {
-        let _lock = RotationLock::acquire(&file)?;
-        finish_interrupted_rotation(cfg, &file)?;
-    }
+    settle_interrupted_rotation(cfg, &file)?;
     let key = MasterKey::read_key_file(&file).map_err(secrets_error)?;
     Ok((key, KeyOrigin::File(file)))
 }
@@ -215,12 +212,18 @@ pub(crate) fn prepare_runtime(cfg: &mut RuntimeConfig) -> anyhow::Result<()> {
     if MasterKey::from_env().map_err(secrets_error)?.is_some() {
         return Ok(());
     }
-    let Some(file) = cfg.secrets.key_file.clone() else {
-        return Ok(());
-    };
-    if pending_key_file(&file).exists() {
-        let _lock = RotationLock::acquire(&file)?;
-        finish_interrupted_rotation(cfg, &file)?;
+    match cfg.secrets.key_file.clone() {
+        Some(file) => settle_interrupted_rotation(cfg, &file),
+        None => Ok(()),
+    }
+}
+
+/// Settles a `<key file>.new` left by a killed `rotate-key`, under the
+/// rotation lock; nothing to do (and no lock taken) without one.
+fn settle_interrupted_rotation(cfg: &RuntimeConfig, file: &Path) -> anyhow::Result<()> {
+    if pending_key_file(file).exists() {
+        let _lock = RotationLock::acquire(file)?;
+        finish_interrupted_rotation(cfg, file)?;
     }
     Ok(())
 }
