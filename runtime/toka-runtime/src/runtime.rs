@@ -121,11 +121,10 @@ impl Runtime {
         // a grant this build cannot honour is the operator's error, found fast.
         let capabilities = Capabilities::open(&config).map_err(Error::Capability)?;
         let trust = Trust::from_config(&config.trust).map_err(Error::Capability)?;
-        let fuel = config.agents.iter().any(|a| a.limits.fuel.is_some());
         let layout = options
             .memory_layout
             .unwrap_or_else(|| MemoryLayout::for_agents(config.agents.len()));
-        let engine_options = EngineOptions { fuel };
+        let engine_options = EngineOptions::for_config(&config);
         let engine = new_engine_with(&engine_options, layout).map_err(Error::Engine)?;
         let linker = host::new_linker(&engine).map_err(Error::Engine)?;
 
@@ -208,7 +207,15 @@ impl Runtime {
             ));
             let caps = capabilities.for_agent(&agent).map_err(Error::Capability)?;
             wasm.push(Arc::new(WasmAgent::new(
-                index, agent, module, publisher, mailbox, scheduled, &queue, fuel, caps,
+                index,
+                agent,
+                module,
+                publisher,
+                mailbox,
+                scheduled,
+                &queue,
+                engine_options.fuel,
+                caps,
             )));
         }
 

@@ -71,9 +71,7 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<()> {
         Some(config) => {
             let cfg = RuntimeConfig::load(config).map_err(bad)?;
             // Exactly what `Runtime::with_options` derives from the config.
-            let options = EngineOptions {
-                fuel: cfg.agents.iter().any(|a| a.limits.fuel.is_some()),
-            };
+            let options = EngineOptions::for_config(&cfg);
             let layout = MemoryLayout::for_agents(cfg.agents.len());
             let paths = match &args.dir {
                 Some(dir) => wasm_files(dir)?,

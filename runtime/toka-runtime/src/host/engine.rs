@@ -88,6 +88,17 @@ pub struct EngineOptions {
     pub fuel: bool,
 }
 
+impl EngineOptions {
+    /// What `config` needs: fuel metering when any agent has a `fuel`
+    /// limit. The runtime and `toka compile --config` both ask here, so a
+    /// precompiled cache matches the run.
+    pub fn for_config(config: &toka_core::RuntimeConfig) -> Self {
+        EngineOptions {
+            fuel: config.agents.iter().any(|a| a.limits.fuel.is_some()),
+        }
+    }
+}
+
 /// How instances and their linear memories are placed in the host's address
 /// space: the trade-off between speed and how many agents fit. See the
 /// module docs; [`MemoryLayout::for_agents`] is what the runtime picks.
