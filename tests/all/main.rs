@@ -12,6 +12,9 @@
 //!   quarantined while the others carry on;
 //! - `hostile`: abuse of the bus and the host (huge payloads, storms, output
 //!   floods, slow agents, forbidden kinds), each beside a healthy agent;
+//! - `hostile_waits`, `hostile_strings`, `hostile_modules`: the second pass
+//!   of the hostile suite (waits in host calls, guest strings, module files
+//!   and compile budgets);
 //! - `modules`: malformed modules are refused with a precise reason.
 
 mod bus;
@@ -21,4 +24,7 @@ mod faults;
 mod fuzz_regressions;
 mod guests;
 mod hostile;
+mod hostile_modules;
+mod hostile_strings;
+mod hostile_waits;
 mod modules;

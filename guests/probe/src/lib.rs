@@ -11,7 +11,13 @@
 //!   `publish KIND TEXT`, `publish-size KIND BYTES`, `log LEVEL TEXT`,
 //!   `print TEXT`, `eprint TEXT`, `print-flood BYTES`, `env`, `read PATH`,
 //!   `connect ADDR`, `trap`, `panic`, `spin`, `alloc MIB`, `recurse`,
-//!   `busy MS`, `storm N`, `oob`, `count`.
+//!   `busy MS`, `storm N`, `oob`, `count`; waits in host calls: `sleep MS`
+//!   (`std::thread::sleep`), `poll MS` (`subscribe-duration` + `wasi:io/poll`),
+//!   `block MS` (`pollable.block`), `nap-loop MS` (1 ms sleeps until MS have
+//!   passed); guest strings: `log-flood N BYTES`, `log-fields KEY VALUE`,
+//!   `fail TEXT`, `fail-size BYTES`, `publish-kind-size BYTES`.
+//! - Config key `fail_init_size` fails `init` with an error of that many
+//!   bytes (an oversized guest string the host must not copy whole).
 //! - Config key `init_command` runs one command during `init`, and `command`
 //!   runs on every event whatever its kind: how a config file (no test
 //!   harness) makes a probe hostile, e.g. `command = "spin"` on `toka.tick`.
@@ -32,6 +38,17 @@ thread_local! {
 }
 
 struct Probe;
+
+/// Run `command`: `fail...` commands return their error from `handle`,
+/// every other outcome is reported as `probe.result`.
+fn respond(command: &str) -> Result<(), String> {
+    let outcome = run(command);
+    if command.starts_with("fail") {
+        return outcome.map(|_| ());
+    }
+    report(outcome);
+    Ok(())
+}
 
 fn describe(err: &Error) -> String {
     match err {
@@ -56,6 +73,18 @@ fn report(outcome: Result<String, String>) {
 fn recurse(depth: u64) -> u64 {
     let buf = [depth; 64];
     recurse(std::hint::black_box(buf[7]) + 1) + buf[3]
+}
+
+fn millis(arg: &str) -> Result<u64, String> {
+    arg.parse().map_err(|_| "bad duration".to_string())
+}
+
+fn rest_of(arg1: &str, rest: &str) -> String {
+    if rest.is_empty() {
+        arg1.to_string()
+    } else {
+        format!("{arg1} {rest}")
+    }
 }
 
 fn run(command: &str) -> Result<String, String> {
@@ -157,6 +186,58 @@ fn run(command: &str) -> Result<String, String> {
             Ok(format!(":{}", unsafe { std::ptr::read_volatile(far) }))
         }
         "count" => Ok(format!(":{}", HANDLED.get())),
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_millis(millis(arg1)?));
+            Ok(String::new())
+        }
+        "poll" => {
+            let ns = millis(arg1)?.saturating_mul(1_000_000);
+            let timer = wasi::clocks::monotonic_clock::subscribe_duration(ns);
+            let ready = wasi::io::poll::poll(&[&timer]);
+            Ok(format!(":{}", ready.len()))
+        }
+        "block" => {
+            let ns = millis(arg1)?.saturating_mul(1_000_000);
+            wasi::clocks::monotonic_clock::subscribe_duration(ns).block();
+            Ok(String::new())
+        }
+        "nap-loop" => {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(millis(arg1)?);
+            let mut naps = 0u64;
+            while std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                naps += 1;
+            }
+            Ok(format!(":{naps}"))
+        }
+        "log-flood" => {
+            let n: u64 = arg1.parse().map_err(|_| "bad count".to_string())?;
+            let size: usize = rest.parse().map_err(|_| "bad size".to_string())?;
+            let line = "z".repeat(size);
+            for _ in 0..n {
+                log(Level::Info, &line, &[]);
+            }
+            Ok(format!(":{n}"))
+        }
+        "log-fields" => {
+            let field = toka::runtime::log::Field {
+                key: arg1.replace("\\n", "\n"),
+                value: rest.replace("\\n", "\n"),
+            };
+            log(Level::Info, "fields", &[field]);
+            Ok(String::new())
+        }
+        "fail" => Err(rest_of(arg1, rest).replace("\\n", "\n").replace("\\r", "\r")),
+        "fail-size" => {
+            let n: usize = arg1.parse().map_err(|_| "bad size".to_string())?;
+            Err("e".repeat(n))
+        }
+        "publish-kind-size" => {
+            let n: usize = arg1.parse().map_err(|_| "bad size".to_string())?;
+            publish(&"k".repeat(n), b"x")
+                .map(|id| format!(":{id}"))
+                .map_err(|e| describe(&e))
+        }
         other => Err(format!("unknown command `{other}`")),
     }
 }
@@ -165,6 +246,9 @@ impl Guest for Probe {
     fn init(config: Vec<(String, String)>) -> Result<(), String> {
         if let Some((_, msg)) = config.iter().find(|(k, _)| k == "fail_init") {
             return Err(msg.clone());
+        }
+        if let Some((_, n)) = config.iter().find(|(k, _)| k == "fail_init_size") {
+            return Err("i".repeat(n.parse().unwrap_or(0)));
         }
         let text: String = config.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         let _ = publish("probe.init", text.as_bytes());
@@ -182,10 +266,10 @@ impl Guest for Probe {
         let seen = format!("{}|{}|{}", event.kind, event.source, payload);
         let _ = publish("probe.seen", seen.as_bytes());
         if event.kind.ends_with(".cmd") {
-            report(run(&payload));
+            respond(&payload)?;
         }
         if let Some(command) = COMMAND.with_borrow(Clone::clone) {
-            report(run(&command));
+            respond(&command)?;
         }
         Ok(())
     }

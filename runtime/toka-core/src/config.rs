@@ -46,8 +46,9 @@ pub const MAX_MEMORY_MB: u64 = 4096;
 /// Longest accepted agent name, in characters.
 pub const MAX_AGENT_NAME_LEN: usize = 64;
 
-const KNOWN_TOP_LEVEL: [&str; 7] = [
+const KNOWN_TOP_LEVEL: [&str; 8] = [
     "modules_dir",
+    "modules",
     "event_bus",
     "limits",
     "agents",
@@ -142,6 +143,8 @@ pub struct RuntimeConfig {
     pub vault: VaultConfig,
     /// `[trust]`: module signature policy.
     pub trust: TrustConfig,
+    /// `[modules]`: bounds on reading and compiling module files.
+    pub modules: ModulesConfig,
     /// Top-level sections (or keys) this build does not understand, sorted, e.g.
     /// `["drivers", "providers", "vault"]`. Not interpolated, not validated.
     pub ignored_sections: Vec<String>,
@@ -214,8 +217,17 @@ pub struct Limits {
     /// Key `stdout_bytes`: guest stdout+stderr bytes logged per instance; the
     /// rest is dropped. Default 1 MiB.
     pub stdout_bytes: u64,
-    /// Key `max_restarts`: consecutive faults within `restart_window` before the
-    /// agent is quarantined. Default 5.
+    /// Key `log_records_per_sec`: `log` records an instance may emit per
+    /// second (a token bucket holding one second's worth); the excess is
+    /// dropped and counted. Default 200; must be >= 1.
+    pub log_records_per_sec: u32,
+    /// Key `log_bytes_per_sec`: `log` bytes (message plus fields, after
+    /// truncation) an instance may emit per second, bucketed the same way.
+    /// Default 65536; must be >= 1.
+    pub log_bytes_per_sec: u64,
+    /// Key `max_restarts`: faults within `restart_window` before the agent is
+    /// quarantined, whether consecutive or spread between successes.
+    /// Default 5.
     pub max_restarts: u32,
     /// Key `restart_window` (humantime). Default 60s.
     pub restart_window: Duration,
@@ -237,6 +249,8 @@ impl Default for Limits {
             publish_rate: 1000,
             publish_burst: 1000,
             stdout_bytes: 1024 * 1024,
+            log_records_per_sec: 200,
+            log_bytes_per_sec: 64 * 1024,
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             backoff: Duration::from_millis(100),
@@ -272,6 +286,32 @@ impl Default for VaultConfig {
         VaultConfig {
             path: None,
             max_blob_mb: 16,
+        }
+    }
+}
+
+/// `[modules]`: what the host accepts as a module file and how much it may
+/// spend compiling one. Module files are untrusted input: these bound the
+/// memory and time one bad file can cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModulesConfig {
+    /// Key `max_module_mb`: largest module file read, in MiB. Default 64
+    /// (a Python component is about 40); must be `1..=4096`.
+    pub max_module_mb: u64,
+    /// Key `compile_timeout` (humantime): wall-clock budget for compiling one
+    /// module. Default `"60s"`; must be > 0.
+    pub compile_timeout: Duration,
+    /// Key `compile_memory_mb`: address-space limit of the process compiling
+    /// one module, in MiB. Default 2048; must be `64..=65536`.
+    pub compile_memory_mb: u64,
+}
+
+impl Default for ModulesConfig {
+    fn default() -> Self {
+        ModulesConfig {
+            max_module_mb: 64,
+            compile_timeout: Duration::from_secs(60),
+            compile_memory_mb: 2048,
         }
     }
 }
@@ -434,6 +474,11 @@ impl RuntimeConfig {
             None => TrustConfig::default(),
         };
 
+        let modules = match root.get("modules") {
+            Some(node) => doc.modules(node, &mut unknown)?,
+            None => ModulesConfig::default(),
+        };
+
         let agents = match root.get("agents") {
             Some(node) => doc.agents(node, &modules_dir, &limits)?,
             None => Vec::new(),
@@ -466,6 +511,7 @@ impl RuntimeConfig {
             secrets,
             vault,
             trust,
+            modules,
             ignored_sections,
             unknown_keys: unknown.into_iter().map(|(_, k)| k).collect(),
             sections,
@@ -689,6 +735,8 @@ impl Doc<'_> {
             "publish_rate" => limits.publish_rate = self.u32(value, path, 1)?,
             "publish_burst" => limits.publish_burst = self.u32(value, path, 1)?,
             "stdout_bytes" => limits.stdout_bytes = self.uint(value, path, 0, ANY)?,
+            "log_records_per_sec" => limits.log_records_per_sec = self.u32(value, path, 1)?,
+            "log_bytes_per_sec" => limits.log_bytes_per_sec = self.uint(value, path, 1, ANY)?,
             "max_restarts" => limits.max_restarts = self.u32(value, path, 0)?,
             "restart_window" => {
                 limits.restart_window = self.duration(value, path, Duration::ZERO)?
@@ -880,6 +928,26 @@ impl Doc<'_> {
             }
         }
         Ok(())
+    }
+
+    fn modules(
+        &self,
+        node: &Node<'_>,
+        unknown: &mut Vec<(usize, String)>,
+    ) -> Result<ModulesConfig> {
+        let mut cfg = ModulesConfig::default();
+        for (key, value) in self.table(node, "modules")? {
+            let path = child("modules", key.get_ref());
+            match key.get_ref().as_ref() {
+                "max_module_mb" => cfg.max_module_mb = self.uint(value, &path, 1, 4096)?,
+                "compile_timeout" => {
+                    cfg.compile_timeout = self.duration(value, &path, Duration::from_millis(1))?
+                }
+                "compile_memory_mb" => cfg.compile_memory_mb = self.uint(value, &path, 64, 65536)?,
+                _ => unknown.push(self.unknown(key, path)),
+            }
+        }
+        Ok(cfg)
     }
 
     fn vault(
