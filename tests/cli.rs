@@ -501,3 +501,345 @@ fn a_closed_log_pipe_does_not_stop_the_run() {
     drop(stderr);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+// ---------------------------------------------------------------------------
+// Hostile modules, second pass (through the real binary): compiling is
+// bounded by `[modules] compile_timeout` and `compile_memory_mb` (each module
+// compiles in a `toka __compile` child), and every command that reads a
+// module refuses special files and oversized ones at once.
+// ---------------------------------------------------------------------------
+
+/// How long a refusal, or the rest of a run past its `--for`, may take:
+/// slack for a loaded machine, far below what the bombs cost unbounded.
+const MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A component holding one core function of `adds` chained `i32.add`s:
+/// cheap to make, costly to compile (on a CI machine 1,000,000 take
+/// Cranelift about 7 s and 700 MiB, 300,000 about 2 s and 210 MiB).
+fn compile_bomb(adds: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(payload.len(), out);
+        out.extend_from_slice(payload);
+    }
+    // () -> i32 { i32.const 0 (i32.const 1 i32.add)* }
+    let mut body = vec![0x00, 0x41, 0x00];
+    for _ in 0..adds {
+        body.extend_from_slice(&[0x41, 0x01, 0x6a]);
+    }
+    body.push(0x0b);
+    let mut code = vec![0x01];
+    leb(body.len(), &mut code);
+    code.extend_from_slice(&body);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[0x01, 0x60, 0x00, 0x01, 0x7f], &mut module);
+    section(3, &[0x01, 0x00], &mut module);
+    section(10, &code, &mut module);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component);
+    component
+}
+
+/// The files in a module cache directory (artifacts and any temporary).
+fn cache_files(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The `peak_rss_kib` the run summary reports.
+fn peak_rss(log: &str) -> u64 {
+    log.lines()
+        .find_map(|l| l.split("peak_rss_kib=").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("peak RSS reported: {log}"))
+}
+
+/// A config (in `dir`) running `bomb` beside the Logger, with `modules`
+/// lines in `[modules]`.
+fn bomb_config(dir: &Path, bomb: &Path, modules: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[event_bus]\nscheduler_tick_ms = 50\n[modules]\n{modules}\n\
+             [[agents]]\nname = \"bomb\"\nmodule = {:?}\n\
+             [[agents]]\nname = \"Logger\"\nsubscribe = [\"toka.tick\"]\n",
+            bomb.display().to_string()
+        ),
+    )
+}
+
+#[test]
+fn a_compile_bomb_is_killed_at_compile_timeout_and_the_rest_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.wasm");
+    std::fs::write(&bomb, compile_bomb(1_000_000)).unwrap();
+    let cfg = bomb_config(dir.path(), &bomb, "compile_timeout = \"1s\"");
+    let cache = dir.path().join("cache");
+    let started = std::time::Instant::now();
+    let out = toka(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--for",
+        "3s",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    let elapsed = started.elapsed();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "the other agents run: {log}");
+    assert!(
+        log.contains(&format!(
+            "{}: compiling took longer than compile_timeout = 1s; killed",
+            bomb.display()
+        )),
+        "{log}"
+    );
+    assert!(
+        summary_field(&log, "Logger", "handled") >= 10,
+        "the Logger handled its ticks: {log}"
+    );
+    // --for 3s, plus the one second the bomb was given.
+    assert!(
+        elapsed < std::time::Duration::from_secs(4) + MARGIN,
+        "the run took {elapsed:?}"
+    );
+    // Only the Logger's artifact: nothing of the bomb, not even a temporary.
+    let files = cache_files(&cache);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].ends_with(".cwasm"), "{files:?}");
+    // Compiled in this process, the bomb alone would take about 700 MiB.
+    let peak = peak_rss(&log);
+    assert!(peak < 128 << 10, "peak RSS {peak} KiB");
+}
+
+#[test]
+fn a_slow_compile_delays_only_its_own_agent() {
+    // Within its budget but slow: the Logger starts at once and runs while
+    // the bomb compiles in the background (before, start-up waited for it).
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.wasm");
+    std::fs::write(&bomb, compile_bomb(1_000_000)).unwrap();
+    let cfg = bomb_config(dir.path(), &bomb, "compile_timeout = \"60s\"");
+    let started = std::time::Instant::now();
+    let out = toka(&["run", cfg.to_str().unwrap(), "--for", "2s"]);
+    let elapsed = started.elapsed();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        summary_field(&log, "Logger", "handled") >= 10,
+        "the Logger ran while the bomb compiled: {log}"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(2) + MARGIN,
+        "the run did not wait for the compile: {elapsed:?}"
+    );
+    assert!(
+        !log.contains("module compiled in the background") && log.contains("compiling=1"),
+        "the bomb was still compiling when the run ended: {log}"
+    );
+}
+
+#[test]
+fn a_compile_bomb_over_compile_memory_mb_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.wasm");
+    std::fs::write(&bomb, compile_bomb(300_000)).unwrap();
+    let cfg = bomb_config(
+        dir.path(),
+        &bomb,
+        "compile_timeout = \"60s\"\ncompile_memory_mb = 64",
+    );
+    let cache = dir.path().join("cache");
+    let started = std::time::Instant::now();
+    let out = toka(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--for",
+        "1s",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    let elapsed = started.elapsed();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains(&format!(
+            "{}: compiling needed more memory than compile_memory_mb = 64 MiB",
+            bomb.display()
+        )),
+        "{log}"
+    );
+    assert!(summary_field(&log, "Logger", "handled") >= 5, "{log}");
+    assert!(
+        elapsed < std::time::Duration::from_secs(1) + MARGIN,
+        "the run took {elapsed:?}"
+    );
+    assert_eq!(cache_files(&cache).len(), 1, "{:?}", cache_files(&cache));
+}
+
+#[test]
+fn toka_compile_and_check_are_bounded_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let modules_dir = dir.path().join("mods");
+    std::fs::create_dir(&modules_dir).unwrap();
+    let bomb = modules_dir.join("bomb.wasm");
+    std::fs::write(&bomb, compile_bomb(1_000_000)).unwrap();
+    std::fs::copy(
+        modules().join("logger.wasm"),
+        modules_dir.join("logger.wasm"),
+    )
+    .unwrap();
+    let cfg = bomb_config(dir.path(), &bomb, "compile_timeout = \"1s\"");
+    let cache = dir.path().join("cache");
+
+    // `compile DIR --config`: the config's budget for every module of DIR.
+    let started = std::time::Instant::now();
+    let out = toka(&[
+        "compile",
+        modules_dir.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("bomb.wasm: compiling took longer than compile_timeout = 1s; killed"),
+        "{log}"
+    );
+    assert_eq!(log.matches("  compiled  ").count(), 1, "the Logger: {log}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1) + MARGIN);
+    assert_eq!(cache_files(&cache).len(), 1, "{:?}", cache_files(&cache));
+
+    // `check` compiles too (the Logger is cached now; the bomb is not).
+    let started = std::time::Instant::now();
+    let out = toka(&[
+        "check",
+        cfg.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("compiling took longer than compile_timeout = 1s"),
+        "{log}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(1) + MARGIN);
+    assert_eq!(cache_files(&cache).len(), 1, "{:?}", cache_files(&cache));
+}
+
+#[test]
+fn an_invalid_component_is_reported_with_the_compilers_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("truncated.wasm");
+    let probe = std::fs::read(modules().join("probe.wasm")).unwrap();
+    std::fs::write(&bad, &probe[..probe.len() / 2]).unwrap();
+    let cfg = bomb_config(dir.path(), &bad, "");
+    let cache = dir.path().join("cache");
+    let out = toka(&[
+        "check",
+        cfg.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    // wasmtime's own words, from the child's stderr, on the module's line.
+    let line = log
+        .lines()
+        .find(|l| l.contains("truncated.wasm: invalid component: "))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("failed to parse WebAssembly module"),
+        "{line}"
+    );
+    assert!(!line.contains("RUST_BACKTRACE"), "{line}");
+    assert_eq!(cache_files(&cache).len(), 1, "{:?}", cache_files(&cache));
+}
+
+#[test]
+fn commands_that_read_modules_refuse_special_and_oversized_files_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name);
+    let fifo = d("fifo.wasm");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let zero = d("zero.wasm");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let folder = d("folder.wasm");
+    std::fs::create_dir(&folder).unwrap();
+    let big = d("big.wasm");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len((64 << 20) + 1)
+        .unwrap();
+    let keys = d("k");
+    let out = toka(&["keygen", "--out", keys.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (key, public) = (d("k.key"), d("k.pub"));
+    let cases = [
+        (&fifo, "not a regular file (a FIFO)"),
+        (&zero, "not a regular file (a character device)"),
+        (&folder, "not a regular file (a directory)"),
+        (&big, "larger than max_module_mb = 64 MiB: 67108865 bytes"),
+    ];
+    for (path, reason) in cases {
+        let p = path.to_str().unwrap();
+        let cfg = bomb_config(dir.path(), path, "");
+        let cache = d("cache");
+        let commands: [(&[&str], i32); 5] = [
+            (&["inspect", p], 2),
+            (&["sign", "--key", key.to_str().unwrap(), p], 2),
+            (&["verify", "--key", public.to_str().unwrap(), p], 1),
+            (
+                &[
+                    "compile",
+                    "--config",
+                    cfg.to_str().unwrap(),
+                    "--cache-dir",
+                    cache.to_str().unwrap(),
+                ],
+                1,
+            ),
+            (&["check", cfg.to_str().unwrap(), "--no-cache"], 2),
+        ];
+        for (args, code) in commands {
+            let started = std::time::Instant::now();
+            let out = toka(args);
+            let log = text(&out);
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {log}");
+            assert!(
+                log.contains(&format!("{p}: {reason}")),
+                "{args:?} names the file and the reason: {log}"
+            );
+            assert!(
+                started.elapsed() < MARGIN,
+                "{args:?} took {:?}",
+                started.elapsed()
+            );
+        }
+        assert!(!d("fifo.wasm.sig").exists() && !d("zero.wasm.sig").exists());
+    }
+}

@@ -34,7 +34,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::event::kinds::RUNTIME_SOURCE;
-use crate::topic::{Pattern, PatternSet, SYSTEM_PREFIX};
+use crate::topic::{Pattern, PatternSet, SYSTEM_PREFIX, is_system_kind};
 
 /// Result type of the loader.
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -881,7 +881,8 @@ impl Doc<'_> {
             let text = self.str(item, key)?;
             let pattern = Pattern::parse(text)
                 .map_err(|e| self.invalid(item, key, format!("pattern {text:?} {e}")))?;
-            if publish && text.split('.').next() == Some(SYSTEM_PREFIX) {
+            // `TOKA.x` too: the reserved first segment is matched in any case.
+            if publish && is_system_kind(text) {
                 return Err(self.invalid(
                     item,
                     key,
@@ -943,7 +944,9 @@ impl Doc<'_> {
                 "compile_timeout" => {
                     cfg.compile_timeout = self.duration(value, &path, Duration::from_millis(1))?
                 }
-                "compile_memory_mb" => cfg.compile_memory_mb = self.uint(value, &path, 64, 65536)?,
+                "compile_memory_mb" => {
+                    cfg.compile_memory_mb = self.uint(value, &path, 64, 65536)?
+                }
                 _ => unknown.push(self.unknown(key, path)),
             }
         }
@@ -1479,6 +1482,10 @@ list = ["${HOME_DIR}", 1]
         let err = parse_err("[[agents]]\nname = \"A\"\npublish = [\"orders.*\", \"toka.tick\"]\n");
         assert_eq!(err.key(), Some("agents[0].publish"));
         assert_eq!(err.line(), Some(3));
+        let err = parse_err("[[agents]]\nname = \"A\"\npublish = [\"TOKA.x\"]\n");
+        assert_eq!(err.key(), Some("agents[0].publish"));
+        let err = parse_err("[[agents]]\nname = \"A\"\npublish = [\"Toka.>\"]\n");
+        assert_eq!(err.key(), Some("agents[0].publish"));
 
         let cfg =
             parse("[[agents]]\nname = \"A\"\npublish = [\"*.created\", \"tokamak.x\"]\n").unwrap();

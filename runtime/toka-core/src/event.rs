@@ -8,7 +8,9 @@ use bytes::Bytes;
 use crate::topic::Kind;
 
 /// The runtime's own event kinds. Agents may subscribe to them but never
-/// publish them.
+/// publish them (nor any kind whose first segment is `toka` in another case).
+/// Guest text in their payloads (`reason`, `message`) is bounded by
+/// [`crate::text::bounded`] to [`crate::text::MAX_ERROR`] bytes plus a marker.
 pub mod kinds {
     /// Scheduler tick; payload is the tick number as 8 little-endian bytes.
     pub const TICK: &str = "toka.tick";
@@ -21,7 +23,7 @@ pub mod kinds {
     /// `{"agent":..,"failures":..,"reason":..}`.
     pub const AGENT_QUARANTINED: &str = "toka.agent.quarantined";
     /// An event whose handling faulted; payload is JSON
-    /// `{"agent":..,"event_id":..,"kind":..,"reason":..}`.
+    /// `{"agent":..,"event_id":..,"kind":..,"reason":..,"message":..}`.
     pub const DEAD_LETTER: &str = "toka.dead-letter";
     /// Source name the runtime uses for its own events.
     pub const RUNTIME_SOURCE: &str = "toka";

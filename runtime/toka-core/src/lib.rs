@@ -7,12 +7,15 @@
 //! - [`event`]: the [`Event`] record and the runtime's own kinds;
 //! - [`agent`]: the native [`Agent`] trait and its [`Context`];
 //! - [`config`]: loading `toka.toml` with file/line/key errors and `${VAR}`
-//!   interpolation.
+//!   interpolation;
+//! - [`text`]: bounding and escaping guest-controlled text before the host
+//!   logs or republishes it.
 #![deny(missing_docs)]
 
 pub mod agent;
 pub mod config;
 pub mod event;
+pub mod text;
 pub mod topic;
 
 pub use agent::{Agent, Context, PublishError, Publisher};

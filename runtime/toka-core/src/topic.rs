@@ -23,7 +23,8 @@ use std::sync::Arc;
 pub const MAX_KIND_LEN: usize = 255;
 /// Longest segment accepted, in bytes.
 pub const MAX_SEGMENT_LEN: usize = 64;
-/// The first segment reserved for the runtime's own events.
+/// The first segment reserved for the runtime's own events (in any case: see
+/// [`is_system_segment`]).
 pub const SYSTEM_PREFIX: &str = "toka";
 
 /// Why a kind or pattern was rejected.
@@ -85,9 +86,16 @@ pub fn validate_kind(kind: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// Whether `kind` is one of the runtime's own kinds (`toka` or `toka.*...`).
+/// Whether `segment` is the runtime's reserved first segment: `toka` in any
+/// case (`TOKA`, `Toka`, ...), so no kind can pass for a runtime one.
+pub fn is_system_segment(segment: &str) -> bool {
+    segment.eq_ignore_ascii_case(SYSTEM_PREFIX)
+}
+
+/// Whether `kind` (or a pattern's text) is in the runtime's reserved space:
+/// its first segment is `toka` in any case (`toka.tick`, `TOKA.tick`, `toka`).
 pub fn is_system_kind(kind: &str) -> bool {
-    kind.split('.').next() == Some(SYSTEM_PREFIX)
+    kind.split('.').next().is_some_and(is_system_segment)
 }
 
 /// A validated, cheaply clonable event kind.
@@ -106,7 +114,7 @@ impl Kind {
         &self.0
     }
 
-    /// Whether this is a runtime kind (`toka.*`).
+    /// Whether this is a runtime kind (`toka.*`, the first segment in any case).
     pub fn is_system(&self) -> bool {
         is_system_kind(&self.0)
     }
@@ -217,7 +225,7 @@ impl Pattern {
     /// Used to reject publish grants that could never be honoured.
     pub fn may_match_system(&self) -> bool {
         match self.segments.first() {
-            Some(Segment::Literal(l)) => &**l == SYSTEM_PREFIX,
+            Some(Segment::Literal(l)) => is_system_segment(l),
             _ => true,
         }
     }
@@ -340,6 +348,11 @@ mod tests {
         assert!(is_system_kind("toka.tick"));
         assert!(is_system_kind("toka"));
         assert!(!is_system_kind("tokamak.tick"));
+        for k in ["TOKA.tick", "Toka.agent.failed", "tOkA", "TOKA"] {
+            assert!(is_system_kind(k), "{k} is reserved whatever its case");
+        }
+        assert!(!is_system_kind("tokA_x.tick"));
+        assert!(Pattern::parse("TOKA.>").unwrap().may_match_system());
         assert!(Pattern::parse("toka.>").unwrap().may_match_system());
         assert!(Pattern::parse("*.tick").unwrap().may_match_system());
         assert!(!Pattern::parse("orders.>").unwrap().may_match_system());

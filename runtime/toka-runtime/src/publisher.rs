@@ -1,9 +1,10 @@
 //! Publishing on an agent's behalf: every check between "an agent asked to
 //! publish" and "the bus routes it", in one place for wasm and native agents.
 //!
-//! Order of checks: well-formed kind, not a runtime kind, inside the grant,
-//! payload size, rate. Denials are logged with the agent's name (the first
-//! few at `warn`, then sampled) so a guest hammering a denied kind cannot
+//! Order of checks: well-formed kind, not a runtime kind (first segment `toka`
+//! in any case), inside the grant, payload size, rate. Denials are logged
+//! with the agent's name (the first few at `warn`, then sampled, the kind
+//! bounded by [`toka_core::text`]) so a guest hammering a denied kind cannot
 //! flood the operator's logs.
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use toka_core::text::{MAX_ERROR, MAX_KIND, bounded};
 use toka_core::topic::{is_system_kind, validate_kind};
 use toka_core::{PatternSet, PublishError, Publisher};
 
@@ -99,7 +101,11 @@ impl AgentPublisher {
     fn refuse(&self, kind: &str, err: PublishError) -> PublishError {
         let n = self.denied.fetch_add(1, Ordering::Relaxed) + 1;
         if n <= LOUD_DENIALS || n.is_multiple_of(DENIAL_SAMPLE) {
-            tracing::warn!(agent = %self.name, kind, error = %err, refused_so_far = n, "publish refused");
+            // The kind is the guest's: bounded and escaped like all guest text.
+            let kind = bounded(kind, MAX_KIND);
+            let error = err.to_string();
+            let error = bounded(&error, MAX_ERROR);
+            tracing::warn!(agent = %self.name, kind = ?kind, error = %error, refused_so_far = n, "publish refused");
         }
         err
     }
@@ -110,7 +116,8 @@ impl AgentPublisher {
             return Err(PublishError::Unavailable);
         }
         if let Err(e) = validate_kind(kind) {
-            return Err(self.refuse(kind, PublishError::Invalid(format!("kind `{kind}` {e}"))));
+            let shown = bounded(kind, MAX_KIND);
+            return Err(self.refuse(kind, PublishError::Invalid(format!("kind `{shown}` {e}"))));
         }
         let granted = !is_system_kind(kind)
             && match &self.grant {
@@ -183,6 +190,30 @@ mod tests {
             p.publish("orders.created", Bytes::new()),
             Err(PublishError::AccessDenied)
         );
+    }
+
+    #[test]
+    fn runtime_kinds_are_reserved_in_any_case() {
+        let p = publisher(&["*"], 1024, None);
+        for kind in ["TOKA.tick", "Toka.x", "tOkA.agent.failed", "TOKA"] {
+            assert_eq!(
+                p.publish(kind, Bytes::new()),
+                Err(PublishError::AccessDenied),
+                "{kind}"
+            );
+        }
+        assert!(p.publish("tokamak.tick", Bytes::new()).is_ok());
+    }
+
+    #[test]
+    fn invalid_kind_is_echoed_bounded() {
+        let p = publisher(&["*"], 1024, None);
+        let kind = "k".repeat(1 << 20);
+        let Err(PublishError::Invalid(msg)) = p.publish(&kind, Bytes::new()) else {
+            panic!("an over-long kind is invalid");
+        };
+        assert!(msg.len() < 1024, "{} bytes", msg.len());
+        assert!(msg.contains("…[cut "), "{msg}");
     }
 
     #[test]

@@ -145,6 +145,15 @@ pub struct AgentReport {
     pub output_logged: u64,
     /// Guest output bytes discarded past the `stdout_bytes` cap.
     pub output_discarded: u64,
+    /// Guest `log` records passed to the log.
+    pub log_records: u64,
+    /// Guest `log` bytes passed to the log (after truncation).
+    pub log_bytes: u64,
+    /// Guest `log` records dropped over the `log_records_per_sec` /
+    /// `log_bytes_per_sec` budget.
+    pub log_records_dropped: u64,
+    /// Bytes of those dropped records, as the guest sent them.
+    pub log_bytes_dropped: u64,
     /// Whether it ended quarantined.
     pub quarantined: bool,
 }

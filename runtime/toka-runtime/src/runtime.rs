@@ -26,14 +26,16 @@ use crate::error::{Error, Result};
 use crate::host::cache::{Cache, CacheStats};
 use crate::host::caps::Capabilities;
 use crate::host::engine::{Codegen, EngineOptions, EpochTicker, MemoryLayout, new_engine_with};
+use crate::host::module::Prepared;
 use crate::host::trust::Trust;
-use crate::host::{self, Module, ModuleError};
+use crate::host::{self, ModuleError};
 use crate::mailbox::Mailbox;
 use crate::native::NativeAgent;
 use crate::publisher::{AgentPublisher, PublishGrant};
 use crate::registry::{AgentKind, AgentReport, Plan, PlannedAgent, Report};
 use crate::scheduler::{self, TickPlan};
-use crate::worker::{self, AgentCounters, Health, RunQueue, WasmAgent, WorkerContext};
+use crate::worker::{self, AgentCounters, Health, ModuleCell, RunQueue, WasmAgent, WorkerContext};
+use rayon::prelude::*;
 
 /// Options for building a [`Runtime`] beyond the configuration file.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +51,21 @@ pub struct RuntimeOptions {
     /// [`MemoryLayout`]). `None`, the default: chosen from the number of
     /// agents by [`MemoryLayout::for_agents`].
     pub memory_layout: Option<MemoryLayout>,
+    /// Compile modules in child processes running this program (a `toka`
+    /// binary with the `compiler` feature, as `<program> __compile`; the
+    /// `toka` command passes itself), each within `[modules]
+    /// compile_timeout` and `compile_memory_mb` (see
+    /// [`host::compile`]). `None`, the default: compile in this process,
+    /// with no budget (for embedders whose modules are their own).
+    pub compiler_program: Option<PathBuf>,
+    /// Compile modules the cache does not hold in the background, so that
+    /// agents whose modules are ready start at once and a slow compile
+    /// delays only its own agents (which wait in [`Health::Loading`], their
+    /// events queued). Reading, signature and cache checks still happen in
+    /// [`Runtime::with_options`]. Ignored with `strict`, which must see every
+    /// module compiled. Default `false`: everything is compiled before
+    /// `with_options` returns, as [`Runtime::plan`] then reports.
+    pub background_compile: bool,
 }
 
 /// Asks a running [`Runtime`] to shut down gracefully.
@@ -148,10 +165,54 @@ impl Runtime {
         paths.sort();
         paths.dedup();
         let started = Instant::now();
-        let loaded = host::module::load_all(&engine, &linker, &paths, cache.as_ref(), &trust);
-        let cache_stats = cache.as_ref().map(Cache::stats);
+        let load = host::module::LoadOptions::for_engine(
+            &config.modules,
+            options.compiler_program.as_deref(),
+            &engine_options,
+            layout,
+        );
+        // With `background_compile`, what needs compiling is left for later
+        // and everything else (reading, trust, the cache) is done now.
+        let background = options.background_compile && !options.strict;
+        let mut compiles = Vec::new();
+        let modules: HashMap<PathBuf, Result<Arc<ModuleCell>, ModuleError>> = if background {
+            let prepared: Vec<_> = paths
+                .par_iter()
+                .map(|path| {
+                    host::module::prepare(&engine, &linker, path, cache.as_ref(), &trust, &load)
+                })
+                .collect();
+            paths
+                .into_iter()
+                .zip(prepared)
+                .map(|(path, prepared)| {
+                    let cell = prepared.map(|p| match p {
+                        Prepared::Ready(module) => ModuleCell::ready(path.clone(), module),
+                        Prepared::Compile { bytes, miss } => {
+                            let cell = ModuleCell::loading(path.clone());
+                            compiles.push((cell.clone(), bytes, miss));
+                            cell
+                        }
+                    });
+                    (path, cell)
+                })
+                .collect()
+        } else {
+            let loaded =
+                host::module::load_all(&engine, &linker, &paths, cache.as_ref(), &trust, &load);
+            paths
+                .into_iter()
+                .zip(loaded)
+                .map(|(path, loaded)| {
+                    let cell = loaded.map(|m| ModuleCell::ready(path.clone(), m));
+                    (path, cell)
+                })
+                .collect()
+        };
+        let cache_stats = cache.as_ref().map(|c| c.stats());
         tracing::info!(
-            modules = paths.len(),
+            modules = modules.len(),
+            compiling = compiles.len(),
             elapsed = ?started.elapsed(),
             cache = %cache.as_ref().map_or_else(|| "off".into(), |c| c.dir().display().to_string()),
             hits = cache_stats.map(|s| s.hits),
@@ -159,8 +220,6 @@ impl Runtime {
             rebuilt = cache_stats.map(|s| s.rebuilt),
             "modules loaded"
         );
-        let modules: HashMap<PathBuf, Result<Module, ModuleError>> =
-            paths.into_iter().zip(loaded).collect();
 
         let bus = Bus::new();
         let queue = RunQueue::new();
@@ -217,6 +276,19 @@ impl Runtime {
                 engine_options.fuel,
                 caps,
             )));
+        }
+
+        if !compiles.is_empty() {
+            spawn_compiles(
+                compiles,
+                &wasm,
+                CompileCx {
+                    engine: engine.clone(),
+                    linker,
+                    cache: cache.map(Arc::new),
+                    load,
+                },
+            );
         }
 
         Ok(Runtime {
@@ -387,8 +459,9 @@ impl Runtime {
             bus: bus.clone(),
             agents: agents.clone(),
             timers: tokio::runtime::Handle::current(),
+            abandon: Default::default(),
         });
-        let workers = worker::spawn_workers(workers_n, &queue, cx);
+        let workers = worker::spawn_workers(workers_n, &queue, cx.clone());
         tracing::info!(
             wasm_agents = agents.len(),
             native_agents = native.len(),
@@ -426,6 +499,9 @@ impl Runtime {
                 left
             }
         };
+        // Workers check this between events, so a full batch does not keep
+        // shutdown waiting past the drain deadline.
+        cx.abandon.store(abandoned > 0, Ordering::Relaxed);
         bus.close();
         worker::stop_workers(workers_n, &queue);
         let _ = tokio::task::spawn_blocking(move || {
@@ -451,6 +527,14 @@ impl Runtime {
                 refused: a.publisher.denied(),
                 output_logged: a.counters.output.logged.load(Ordering::Relaxed),
                 output_discarded: a.counters.output.discarded.load(Ordering::Relaxed),
+                log_records: a.counters.output.log_records.load(Ordering::Relaxed),
+                log_bytes: a.counters.output.log_bytes.load(Ordering::Relaxed),
+                log_records_dropped: a
+                    .counters
+                    .output
+                    .log_records_dropped
+                    .load(Ordering::Relaxed),
+                log_bytes_dropped: a.counters.output.log_bytes_dropped.load(Ordering::Relaxed),
                 quarantined: a.health() == Health::Quarantined,
             })
             .collect();
@@ -465,8 +549,21 @@ impl Runtime {
             refused: 0,
             output_logged: 0,
             output_discarded: 0,
+            log_records: 0,
+            log_bytes: 0,
+            log_records_dropped: 0,
+            log_bytes_dropped: 0,
             quarantined: false,
         }));
+        // Modules that failed to compile in the background.
+        let mut failed = failed;
+        for agent in agents.iter() {
+            if let Some(Err(e)) = agent.module.get()
+                && !failed.iter().any(|(name, _)| name == agent.name())
+            {
+                failed.push((agent.name().to_string(), e.clone()));
+            }
+        }
         let report = Report {
             agents: reports,
             bus: bus.stats(),
@@ -481,6 +578,69 @@ impl Runtime {
             "runtime stopped"
         );
         Ok(report)
+    }
+}
+
+/// What a background compile needs.
+struct CompileCx {
+    engine: Engine,
+    linker: wasmtime::component::Linker<host::HostState>,
+    cache: Option<Arc<Cache>>,
+    load: host::module::LoadOptions,
+}
+
+/// Compile each of `compiles` on its own thread (each compile runs in a
+/// child process when the compiler is bounded, so this is mostly waiting),
+/// then hand the module to the agents that run it.
+fn spawn_compiles(
+    compiles: Vec<(Arc<ModuleCell>, Vec<u8>, Option<host::cache::Miss>)>,
+    agents: &[Arc<WasmAgent>],
+    cx: CompileCx,
+) {
+    let cx = Arc::new(cx);
+    for (cell, bytes, miss) in compiles {
+        let users: Vec<Arc<WasmAgent>> = agents
+            .iter()
+            .filter(|a| Arc::ptr_eq(&a.module, &cell))
+            .cloned()
+            .collect();
+        let cx = cx.clone();
+        let (failed_cell, failed_users) = (cell.clone(), users.clone());
+        let spawned = std::thread::Builder::new()
+            .name("toka-compile".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let loaded = host::module::finish(
+                    &cx.engine,
+                    &cx.linker,
+                    &cell.path,
+                    cx.cache.as_deref(),
+                    &cx.load,
+                    &bytes,
+                    miss,
+                );
+                match &loaded {
+                    Ok(_) => tracing::info!(
+                        module = %cell.path.display(),
+                        elapsed = ?started.elapsed(),
+                        "module compiled in the background"
+                    ),
+                    Err(e) => {
+                        for agent in &users {
+                            tracing::error!(agent = agent.name(), error = %e, "agent module failed to load; the other agents still start");
+                        }
+                    }
+                }
+                cell.fill(loaded, &users);
+            });
+        if let Err(e) = spawned {
+            let error = ModuleError {
+                path: failed_cell.path.clone(),
+                reason: format!("cannot start a thread to compile it: {e}"),
+            };
+            tracing::error!(%error, "agent module failed to load; the other agents still start");
+            failed_cell.fill(Err(error), &failed_users);
+        }
     }
 }
 

@@ -14,20 +14,21 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::Mutex;
 use toka_core::event::kinds;
+use toka_core::text::{MAX_ERROR, bounded};
 use toka_core::{AgentConfig, Event};
 use wasmtime::Engine;
 
 use crate::bus::Bus;
 use crate::host::caps::AgentCaps;
 use crate::host::stdio::OutputCounters;
-use crate::host::{Budget, CallError, Fault, Instance, Module};
+use crate::host::{Budget, CallError, Fault, Instance, Module, ModuleError};
 use crate::mailbox::{Mailbox, Wake};
 use crate::publisher::AgentPublisher;
 use crate::supervisor::{Supervisor, Verdict};
@@ -46,6 +47,9 @@ const SPIN_READS: u32 = 64;
 /// Where an agent is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
+    /// Its module is still compiling (in the background); events wait in
+    /// the mailbox.
+    Loading,
     /// No instance yet (or the previous one faulted); start one on next turn.
     Pending,
     /// An instance is live.
@@ -102,7 +106,7 @@ struct Slot {
 pub(crate) struct WasmAgent {
     pub(crate) index: usize,
     pub(crate) config: AgentConfig,
-    pub(crate) module: Module,
+    pub(crate) module: Arc<ModuleCell>,
     pub(crate) publisher: Arc<AgentPublisher>,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) counters: Arc<AgentCounters>,
@@ -112,6 +116,51 @@ pub(crate) struct WasmAgent {
     queue: Sender<usize>,
     budget: Budget,
     slot: Mutex<Slot>,
+}
+
+/// An agent's module: loaded before the run, or compiled in the background
+/// while the other agents already run (`RuntimeOptions::background_compile`).
+pub(crate) struct ModuleCell {
+    /// The module file.
+    pub(crate) path: std::path::PathBuf,
+    loaded: std::sync::OnceLock<Result<Module, ModuleError>>,
+}
+
+impl ModuleCell {
+    /// A cell holding `loaded` already.
+    pub(crate) fn ready(path: std::path::PathBuf, loaded: Module) -> Arc<Self> {
+        let cell = ModuleCell::loading(path);
+        let _ = cell.loaded.set(Ok(loaded));
+        cell
+    }
+
+    /// A cell filled later by [`ModuleCell::fill`].
+    pub(crate) fn loading(path: std::path::PathBuf) -> Arc<Self> {
+        Arc::new(ModuleCell {
+            path,
+            loaded: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The module, or why it failed to load; `None` while it compiles.
+    pub(crate) fn get(&self) -> Option<&Result<Module, ModuleError>> {
+        self.loaded.get()
+    }
+
+    /// Store the outcome of the background compile and give each of
+    /// `agents` (those running this module) its first turn.
+    pub(crate) fn fill(&self, loaded: Result<Module, ModuleError>, agents: &[Arc<WasmAgent>]) {
+        let _ = self.loaded.set(loaded);
+        for agent in agents {
+            {
+                let mut slot = agent.slot.lock();
+                if slot.health == Health::Loading {
+                    slot.health = Health::Pending;
+                }
+            }
+            agent.schedule();
+        }
+    }
 }
 
 /// Puts an agent on the run queue when its mailbox gets work.
@@ -162,7 +211,7 @@ impl WasmAgent {
     pub(crate) fn new(
         index: usize,
         config: AgentConfig,
-        module: Module,
+        module: Arc<ModuleCell>,
         publisher: Arc<AgentPublisher>,
         mailbox: Arc<Mailbox>,
         scheduled: Arc<AtomicBool>,
@@ -214,6 +263,9 @@ pub(crate) struct WorkerContext {
     pub(crate) bus: Bus,
     pub(crate) agents: Arc<[Arc<WasmAgent>]>,
     pub(crate) timers: tokio::runtime::Handle,
+    /// Set when the drain deadline has passed: workers stop between events
+    /// and leave the rest unhandled.
+    pub(crate) abandon: AtomicBool,
 }
 
 /// Start `n` worker threads on `queue`.
@@ -222,23 +274,113 @@ pub(crate) fn spawn_workers(
     queue: &RunQueue,
     cx: Arc<WorkerContext>,
 ) -> Vec<std::thread::JoinHandle<()>> {
+    let pool = Arc::new(Pool {
+        rx: queue.rx.clone(),
+        tx: queue.tx.clone(),
+        cx,
+    });
     (0..n)
         .map(|i| {
-            let rx = queue.rx.clone();
-            let cx = cx.clone();
+            let pool = pool.clone();
             std::thread::Builder::new()
                 .name(format!("toka-worker-{i}"))
-                .spawn(move || {
-                    while let Some(index) = next(&rx) {
-                        if index == STOP {
-                            break;
-                        }
-                        turn(&cx, &cx.agents[index]);
-                    }
-                })
+                .spawn(move || work(&pool, None))
                 .expect("spawn a worker thread")
         })
         .collect()
+}
+
+/// What every worker thread, and every stand-in, serves.
+struct Pool {
+    rx: Receiver<usize>,
+    tx: Sender<usize>,
+    cx: Arc<WorkerContext>,
+}
+
+thread_local! {
+    /// The pool this thread works for (none off the workers), so a host call
+    /// that waits can start a stand-in for it.
+    static POOL: std::cell::RefCell<Option<Arc<Pool>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Guests waiting in host calls right now, process-wide.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// How long an idle stand-in waits for work before it checks whether the
+/// wait it stands in for is over.
+const STAND_IN_IDLE: Duration = Duration::from_millis(10);
+
+/// A worker's loop; `retire` is set for stand-ins, which leave once it is.
+fn work(pool: &Arc<Pool>, retire: Option<&AtomicBool>) {
+    POOL.with_borrow_mut(|p| *p = Some(pool.clone()));
+    loop {
+        let index = match retire {
+            None => next(&pool.rx),
+            Some(retire) => {
+                if retire.load(Ordering::Acquire) {
+                    break;
+                }
+                match pool.rx.recv_timeout(STAND_IN_IDLE) {
+                    Ok(index) => Some(index),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
+                }
+            }
+        };
+        match index {
+            None => break,
+            Some(STOP) => {
+                if retire.is_some() {
+                    // Each STOP is meant for one of the pool's own workers.
+                    let _ = pool.tx.send(STOP);
+                }
+                break;
+            }
+            Some(index) => turn(&pool.cx, &pool.cx.agents[index]),
+        }
+    }
+    POOL.with_borrow_mut(|p| *p = None);
+}
+
+/// A stand-in worker serving the run queue while a guest on this thread
+/// waits in a host call; it leaves (after its current turn) when dropped.
+pub(crate) struct StandIn {
+    retire: Option<Arc<AtomicBool>>,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        if let Some(retire) = &self.retire {
+            retire.store(true, Ordering::Release);
+        }
+        WAITING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Count a wait in a host call, and when it happens on a worker thread start
+/// a stand-in so the pool keeps its size while this worker is parked.
+/// `Err` (a message) when [`MAX_WAITING`](crate::host::wait::MAX_WAITING)
+/// guests already wait or no thread can be started: the caller faults
+/// rather than park a worker with nobody to replace it.
+pub(crate) fn stand_in() -> Result<StandIn, String> {
+    let waiting = WAITING.fetch_add(1, Ordering::AcqRel);
+    let mut guard = StandIn { retire: None };
+    if waiting >= crate::host::wait::MAX_WAITING {
+        return Err(format!(
+            "{waiting} guests are already waiting in host calls (the most allowed)"
+        ));
+    }
+    let Some(pool) = POOL.with_borrow(Clone::clone) else {
+        return Ok(guard);
+    };
+    let retire = Arc::new(AtomicBool::new(false));
+    let flag = retire.clone();
+    std::thread::Builder::new()
+        .name("toka-stand-in".into())
+        .spawn(move || work(&pool, Some(&flag)))
+        .map_err(|e| format!("cannot start a stand-in worker: {e}"))?;
+    guard.retire = Some(retire);
+    Ok(guard)
 }
 
 /// The next agent to run; `None` once the queue is gone.
@@ -292,13 +434,16 @@ fn json(value: serde_json::Value) -> Bytes {
 
 /// One turn of an agent on a worker: start it if needed, handle a batch.
 fn turn(cx: &WorkerContext, agent: &WasmAgent) {
+    if cx.abandon.load(Ordering::Relaxed) {
+        return;
+    }
     let mut slot = agent.slot.lock();
     match slot.health {
         Health::Quarantined => {
             let n = agent.mailbox.clear() + std::mem::take(&mut slot.pending).len();
             cx.bus.done(n as u64);
         }
-        Health::Backoff => {}
+        Health::Backoff | Health::Loading => {}
         Health::Pending => start(cx, agent, &mut slot),
         Health::Running => {}
     }
@@ -312,22 +457,36 @@ fn turn(cx: &WorkerContext, agent: &WasmAgent) {
         Health::Running => !slot.pending.is_empty() || !agent.mailbox.is_empty(),
         // The backoff timer reschedules; quarantined agents have nothing to do.
         Health::Backoff | Health::Quarantined => false,
+        // The module's loader reschedules.
+        Health::Loading => false,
         Health::Pending => true,
     };
     drop(slot);
     agent.scheduled.store(false, Ordering::Release);
     // Re-check after clearing the flag: an event pushed between the last
     // check and the store would otherwise wait for the next push.
-    if more || (agent.health() == Health::Running && !agent.mailbox.is_empty()) {
+    // A backoff timer or a module loader that found the flag still set
+    // left the agent Pending for us to reschedule.
+    let health = agent.health();
+    if more || health == Health::Pending || (health == Health::Running && !agent.mailbox.is_empty())
+    {
         agent.schedule();
     }
 }
 
 fn start(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
+    let module = match agent.module.get() {
+        None => {
+            slot.health = Health::Loading;
+            return;
+        }
+        Some(Err(e)) => return unloadable(cx, agent, slot, e),
+        Some(Ok(module)) => module,
+    };
     agent.counters.starts.fetch_add(1, Ordering::Relaxed);
     let started = Instance::with_caps(
         &cx.engine,
-        &agent.module,
+        module,
         agent.publisher.clone(),
         agent.counters.output.clone(),
         agent.caps.clone(),
@@ -340,18 +499,44 @@ fn start(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
         Ok(instance) => {
             slot.instance = Some(instance);
             slot.health = Health::Running;
-            tracing::info!(agent = agent.name(), module = %agent.module.path.display(), "agent started");
+            tracing::info!(agent = agent.name(), module = %module.path.display(), "agent started");
             cx.bus
                 .publish_system(kinds::AGENT_STARTED, Bytes::from(agent.name().to_owned()));
         }
         Err(err) => {
             let reason = match &err {
-                CallError::Returned(msg) => format!("init returned an error: {msg}"),
-                CallError::Fault(f) => format!("failed to start: {f}"),
+                // Guest text: bounded here, once, for the log and the
+                // `toka.*` payloads alike.
+                CallError::Returned(msg) => {
+                    format!("init returned an error: {}", bounded(msg, MAX_ERROR))
+                }
+                CallError::Fault(f) => {
+                    format!("failed to start: {}", bounded(&f.to_string(), MAX_ERROR))
+                }
             };
             fault(cx, agent, slot, None, &reason);
         }
     }
+}
+
+/// The agent's module failed to compile in the background: it never
+/// starts (as if left out at start-up), and its events are discarded.
+fn unloadable(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot, error: &ModuleError) {
+    slot.health = Health::Quarantined;
+    agent.mailbox.close();
+    let n = agent.mailbox.clear() + std::mem::take(&mut slot.pending).len();
+    cx.bus.done(n as u64);
+    cx.bus.publish_system(
+        kinds::AGENT_QUARANTINED,
+        json(serde_json::json!({
+            "agent": agent.name(),
+            "failures": 0,
+            "reason": format!(
+                "module failed to load: {}",
+                bounded(&error.reason, MAX_ERROR)
+            ),
+        })),
+    );
 }
 
 fn run_batch(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
@@ -367,6 +552,12 @@ fn run_batch(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
     let mut handled = 0u64;
     let mut fault = None;
     for (i, event) in batch.iter().enumerate() {
+        if cx.abandon.load(Ordering::Relaxed) {
+            // Shutdown's drain deadline passed: the rest of the batch waits
+            // for nobody (it is counted as abandoned).
+            fault = Some((i, None));
+            break;
+        }
         if let Some(next) = batch.get(i + 1) {
             prefetch(next);
         }
@@ -374,10 +565,11 @@ fn run_batch(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
             Ok(()) => {}
             Err(CallError::Returned(msg)) => {
                 agent.counters.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(agent = agent.name(), event = event.id, kind = %event.kind, error = %msg, "handler returned an error");
+                let error = bounded(&msg, MAX_ERROR);
+                tracing::warn!(agent = agent.name(), event = event.id, kind = %event.kind, error = %error, "handler returned an error");
             }
             Err(CallError::Fault(f)) => {
-                fault = Some((i, f));
+                fault = Some((i, Some(f)));
                 break;
             }
         }
@@ -390,7 +582,11 @@ fn run_batch(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
             // Keep the queue's allocation for the next batch.
             slot.pending = batch;
         }
-        Some((at, f)) => {
+        Some((at, None)) => {
+            slot.pending = batch.split_off(at);
+            crate::recycle::recycle(batch.drain(..));
+        }
+        Some((at, Some(f))) => {
             // The events after the faulting one wait for the restart.
             let mut rest = batch.split_off(at);
             let event = rest.pop_front().expect("the faulting event");
@@ -449,12 +645,21 @@ fn fault_on_event(
             "event_id": event.id,
             "kind": event.kind.as_str(),
             "reason": f.kind.as_str(),
-            "message": f.message,
+            "message": bounded(&f.message, MAX_ERROR),
         })),
     );
-    fault(cx, agent, slot, Some(event), &f.to_string());
+    fault(
+        cx,
+        agent,
+        slot,
+        Some(event),
+        &bounded(&f.to_string(), MAX_ERROR),
+    );
 }
 
+/// Stop `agent`'s instance. `reason` goes into the log (quoted, through
+/// `Debug`) and the `toka.*` payloads as given: callers bound any guest text
+/// in it (`text::bounded`).
 fn fault(
     cx: &WorkerContext,
     agent: &WasmAgent,

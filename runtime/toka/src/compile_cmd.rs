@@ -6,10 +6,49 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use toka_core::RuntimeConfig;
+use toka_core::config::ModulesConfig;
 use toka_runtime::host::cache::{self, Cache};
-use toka_runtime::host::engine::{Codegen, EngineOptions, MemoryLayout, new_engine};
+use toka_runtime::host::engine::{Codegen, EngineOptions, MemoryLayout, new_engine_with};
+use toka_runtime::host::module::LoadOptions;
 
 use crate::bad;
+
+/// The program `run`, `check`, `compile` and `inspect` compile modules in
+/// (this very binary, as `toka __compile`, so every compile is bounded by
+/// `[modules] compile_timeout` and `compile_memory_mb`); `None` in a
+/// runtime-only build, which never compiles.
+pub fn compiler_program() -> Option<PathBuf> {
+    if !cfg!(feature = "compiler") {
+        return None;
+    }
+    match std::env::current_exe() {
+        Ok(exe) => Some(exe),
+        Err(error) => {
+            tracing::warn!(%error, "cannot find this program to compile modules in a child process; compiling in this process, with no budget");
+            None
+        }
+    }
+}
+
+/// How modules are read and compiled for an engine of `options` and
+/// `layout`, within `modules`' bounds.
+pub fn load_options(
+    modules: &ModulesConfig,
+    options: &EngineOptions,
+    layout: MemoryLayout,
+) -> LoadOptions {
+    LoadOptions::for_engine(modules, compiler_program().as_deref(), options, layout)
+}
+
+/// [`load_options`] with the default bounds, settings and layout (what
+/// `inspect` uses).
+pub fn default_load_options() -> LoadOptions {
+    load_options(
+        &ModulesConfig::default(),
+        &EngineOptions::default(),
+        MemoryLayout::default(),
+    )
+}
 
 /// Where `run` and `check` keep compiled modules.
 #[derive(clap::Args, Debug)]
@@ -67,7 +106,7 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<()> {
             "no cache directory: pass --cache-dir, or set TOKA_CACHE_DIR or HOME"
         ))
     })?;
-    let (mut paths, options, layout) = match &args.config {
+    let (mut paths, options, layout, modules) = match &args.config {
         Some(config) => {
             let cfg = RuntimeConfig::load(config).map_err(bad)?;
             // Exactly what `Runtime::with_options` derives from the config.
@@ -77,7 +116,7 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<()> {
                 Some(dir) => wasm_files(dir)?,
                 None => cfg.agents.iter().map(|a| a.module.clone()).collect(),
             };
-            (paths, options, layout)
+            (paths, options, layout, cfg.modules)
         }
         None => {
             let Some(dir) = &args.dir else {
@@ -86,7 +125,8 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<()> {
                 )));
             };
             let options = EngineOptions { fuel: args.fuel };
-            (wasm_files(dir)?, options, MemoryLayout::default())
+            let modules = ModulesConfig::default();
+            (wasm_files(dir)?, options, MemoryLayout::default(), modules)
         }
     };
     if paths.is_empty() {
@@ -97,11 +137,19 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<()> {
     let codegen = Codegen::new(&options, layout);
     let cache = Cache::open(&cache_dir, codegen.clone())
         .with_context(|| format!("module cache {}", cache_dir.display()))?;
-    let engine = new_engine(&options).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    // The layout's code, without its pools: a pooled layout generates the
+    // same code as on-demand, and the pools would only reserve memory here.
+    let engine_layout = match layout {
+        MemoryLayout::Pooled { .. } => MemoryLayout::OnDemand,
+        other => other,
+    };
+    let engine = new_engine_with(&options, engine_layout).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    // Each module is compiled in a child process, within `[modules]`' budget.
+    let load = load_options(&modules, &options, layout);
     println!("compiling for {codegen}");
 
     let start = Instant::now();
-    let results = cache.precompile_all(&engine, &paths);
+    let results = cache.precompile_all(&engine, &load, &paths);
     let width = paths
         .iter()
         .map(|p| p.file_name().map_or(0, |n| n.len()))

@@ -6,6 +6,8 @@
 
 #[cfg(feature = "compiler")]
 mod bench;
+#[cfg(feature = "compiler")]
+mod compile_child;
 mod compile_cmd;
 mod scaffold;
 #[cfg(feature = "secrets")]
@@ -121,6 +123,10 @@ enum Command {
     #[cfg(feature = "compiler")]
     #[command(name = "__bench-child", hide = true)]
     BenchChild(bench::ChildArgs),
+    /// Compile one module for a parent `toka`, within its budget.
+    #[cfg(feature = "compiler")]
+    #[command(name = "__compile", hide = true)]
+    CompileChild(compile_child::ChildArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,6 +198,9 @@ fn run(
     let options = RuntimeOptions {
         strict,
         cache_dir,
+        compiler_program: compile_cmd::compiler_program(),
+        // A slow compile delays only its own agents.
+        background_compile: true,
         ..Default::default()
     };
     let runtime = Runtime::with_options(cfg, options).map_err(|e| match e {
@@ -204,19 +213,25 @@ fn run(
         .build()
         .context("starting the async runtime")?;
     let report = tokio.block_on(async move {
-        match duration {
-            Some(d) => {
-                runtime
-                    .run_until(async move {
-                        tokio::select! {
-                            () = tokio::time::sleep(d) => {}
-                            () = toka_runtime::runtime::shutdown_signal() => {}
-                        }
-                    })
-                    .await
-            }
-            None => runtime.run().await,
-        }
+        let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(exit_on_second_signal(draining.clone()));
+        runtime
+            .run_until(async move {
+                let timer = async {
+                    match duration {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = timer => {
+                        // A signal from now on is the operator's second word.
+                        draining.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    () = toka_runtime::runtime::shutdown_signal() => {}
+                }
+            })
+            .await
     })?;
     for a in &report.agents {
         tracing::info!(
@@ -227,6 +242,8 @@ fn run(
             dropped = a.dropped,
             refused = a.refused,
             output_discarded = a.output_discarded,
+            log_records_dropped = a.log_records_dropped,
+            log_bytes_dropped = a.log_bytes_dropped,
             quarantined = a.quarantined,
             "agent summary"
         );
@@ -237,11 +254,42 @@ fn run(
     Ok(())
 }
 
+/// SIGINT or SIGTERM while the runtime is already shutting down (a second
+/// Ctrl-C, or one during the drain after `--for`): the operator wants out
+/// now, so exit at once rather than wait for the drain to finish.
+async fn exit_on_second_signal(draining: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let mut seen = 0u32;
+    loop {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        seen += 1;
+        // The first signal of a run still running starts the drain (the
+        // runtime hears it too); any later one, or one after `--for`, exits.
+        if seen >= 2 || draining.load(std::sync::atomic::Ordering::Acquire) {
+            tracing::warn!(
+                signal = name,
+                "signal received while shutting down: exiting now without finishing the drain"
+            );
+            std::process::exit(130);
+        }
+    }
+}
+
 fn check(config: PathBuf, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = load_for_runtime(&config)?;
     let unknown = cfg.unknown_keys.clone();
     let options = RuntimeOptions {
         cache_dir,
+        compiler_program: compile_cmd::compiler_program(),
         ..Default::default()
     };
     let runtime = Runtime::with_options(cfg, options).map_err(bad)?;
@@ -263,7 +311,10 @@ fn inspect(module: PathBuf) -> anyhow::Result<()> {
     let engine = toka_runtime::host::engine::new_engine(&Default::default())
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let linker = toka_runtime::host::new_linker(&engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let report = toka_runtime::host::inspect::inspect(&engine, &linker, &module).map_err(bad)?;
+    // The engine above: default settings and layout.
+    let load = compile_cmd::default_load_options();
+    let report =
+        toka_runtime::host::inspect::inspect(&engine, &linker, &module, &load).map_err(bad)?;
     print!("{report}");
     Ok(())
 }
@@ -310,6 +361,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         #[cfg(feature = "compiler")]
         Command::BenchChild(args) => bench::run_child(args),
+        #[cfg(feature = "compiler")]
+        Command::CompileChild(args) => compile_child::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

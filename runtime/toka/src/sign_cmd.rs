@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, anyhow};
 use clap::Args;
 use toka_auth::keys::PUBLIC_KEY_PREFIX;
-use toka_auth::module_sig::{self, signature_path};
-use toka_auth::{ModuleSigError, PublicKey, SigningKey};
+use toka_auth::module_sig::{self, Signature, signature_path};
+use toka_auth::{KeyId, ModuleSigError, PublicKey, SigningKey};
+use toka_core::config::ModulesConfig;
+use toka_runtime::host::module::{self, ReadError};
 use zeroize::Zeroizing;
 
 use crate::bad;
@@ -115,10 +117,9 @@ pub(crate) fn sign(args: SignArgs) -> anyhow::Result<()> {
     let key = SigningKey::from_text(&text)
         .with_context(|| format!("secret key {}", args.key.display()))
         .map_err(bad)?;
+    let max_bytes = max_module_bytes(&ModulesConfig::default());
     for module in &args.modules {
-        let wasm = fs::read(module)
-            .with_context(|| format!("reading {}", module.display()))
-            .map_err(bad)?;
+        let wasm = module::read(module, max_bytes).map_err(bad)?;
         let sig = module_sig::sign_module(&key, &wasm);
         let sig_path = signature_path(module);
         fs::write(&sig_path, sig.to_file_string())
@@ -138,8 +139,10 @@ pub(crate) fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     for key in &args.keys {
         trusted.push(public_key(key, "--key")?);
     }
+    let mut max_bytes = max_module_bytes(&ModulesConfig::default());
     if let Some(config) = &args.config {
         let cfg = toka_core::RuntimeConfig::load(config).map_err(bad)?;
+        max_bytes = max_module_bytes(&cfg.modules);
         for key in &cfg.trust.trusted_keys {
             let origin = format!("[trust] trusted_keys in {}", config.display());
             trusted.push(public_key(key, &origin)?);
@@ -152,11 +155,11 @@ pub(crate) fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     }
     let mut failed = 0;
     for module in &args.modules {
-        match module_sig::verify_module_file(module, &trusted) {
-            Ok(verified) => println!("ok {} signed by {}", module.display(), verified.key_id),
-            Err(e) => {
+        match verify_file(module, &trusted, max_bytes) {
+            Ok(key_id) => println!("ok {} signed by {key_id}", module.display()),
+            Err(why) => {
                 failed += 1;
-                eprintln!("error: {}: {}", module.display(), reason(&e));
+                eprintln!("error: {}: {why}", module.display());
             }
         }
     }
@@ -167,6 +170,44 @@ pub(crate) fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `[modules] max_module_mb` in bytes: modules are read as `toka run`
+/// reads them (regular files, bounded).
+fn max_module_bytes(modules: &ModulesConfig) -> u64 {
+    modules.max_module_mb.saturating_mul(1 << 20)
+}
+
+/// The largest signature file read (one is about 300 bytes).
+const MAX_SIGNATURE_BYTES: u64 = 4096;
+
+/// Verify `module` against its signature file; the signer, or why not (one
+/// line for the operator, starting with the verdict).
+fn verify_file(module: &Path, trusted: &[PublicKey], max_bytes: u64) -> Result<KeyId, String> {
+    let wasm = module::read(module, max_bytes).map_err(|e| e.reason)?;
+    let sig_path = signature_path(module);
+    let text = match module::read_file(&sig_path, MAX_SIGNATURE_BYTES) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map_err(|_| format!("bad signature: {} is not UTF-8", sig_path.display()))?,
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(reason(&ModuleSigError::Unsigned { sig_path }));
+        }
+        Err(ReadError::Io(e)) => return Err(format!("reading {}: {e}", sig_path.display())),
+        Err(ReadError::NotRegular(what)) => {
+            return Err(format!(
+                "bad signature: {} is not a regular file ({what})",
+                sig_path.display()
+            ));
+        }
+        Err(ReadError::TooLarge { size, .. }) => {
+            return Err(format!(
+                "bad signature: {} is too large for a signature ({size} bytes)",
+                sig_path.display()
+            ));
+        }
+    };
+    let sig = Signature::parse(&text).map_err(|e| reason(&e))?;
+    module_sig::verify_module(&wasm, &sig, trusted).map_err(|e| reason(&e))
 }
 
 /// A public key given as text or as a path to a `.pub` file.

@@ -61,8 +61,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::compile::Compiler;
 use super::engine::Codegen;
-use super::module::{self, ModuleError};
+use super::module::{self, LoadOptions, ModuleError};
 
 /// The artifact file format version; part of the key and of every header.
 /// (2: keyed on [`Codegen`] rather than wasmtime's compatibility hash.)
@@ -170,6 +171,23 @@ pub struct Cached {
     pub outcome: Outcome,
 }
 
+/// What [`Cache::lookup`] found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A valid artifact.
+    Hit(Cached),
+    /// None (or an unusable one, deleted): compile with [`Cache::fill`].
+    Miss(Miss),
+}
+
+/// A module the cache has no artifact for, and where its artifact goes.
+#[derive(Debug)]
+pub struct Miss {
+    key: Key,
+    file: PathBuf,
+    outcome: Outcome,
+}
+
 /// One module precompiled by [`Cache::precompile_all`].
 #[derive(Debug, Clone)]
 pub struct Precompiled {
@@ -259,16 +277,30 @@ impl Cache {
     }
 
     /// The component for `wasm` (read from `path`, which names it in errors):
-    /// from its artifact if valid, else compiled and the artifact written.
-    /// Cache trouble (unreadable, unwritable) is logged, never an error; only
-    /// a module that does not compile is. Without the `compiler` feature a
-    /// missing or unusable artifact is the error (see the module docs).
+    /// from its artifact if valid, else compiled by `compiler` and the
+    /// artifact written. Cache trouble (unreadable, unwritable) is logged,
+    /// never an error; only a module that does not compile is, and then
+    /// nothing is written. Without the `compiler` feature a missing or
+    /// unusable artifact is the error (see the module docs).
     pub fn component(
         &self,
         engine: &Engine,
+        compiler: &Compiler,
         path: &Path,
         wasm: &[u8],
     ) -> Result<Cached, ModuleError> {
+        match self.lookup(engine, path, wasm)? {
+            Lookup::Hit(cached) => Ok(cached),
+            Lookup::Miss(miss) => self.fill(engine, compiler, path, wasm, miss),
+        }
+    }
+
+    /// The first half of [`Cache::component`]: the artifact for `wasm` if
+    /// there is a valid one (counted as a hit), else what [`Cache::fill`]
+    /// needs to compile and store it (counted as a miss or a rebuild; an
+    /// unusable artifact is deleted). Never compiles, so it is cheap enough
+    /// to run before agents start while compiles happen in the background.
+    pub fn lookup(&self, engine: &Engine, path: &Path, wasm: &[u8]) -> Result<Lookup, ModuleError> {
         let fail = |reason: String| ModuleError {
             path: path.to_path_buf(),
             reason,
@@ -284,11 +316,11 @@ impl Cache {
                     artifact = %file.display(),
                     "module loaded from the cache"
                 );
-                return Ok(Cached {
+                return Ok(Lookup::Hit(Cached {
                     component,
                     key,
                     outcome: Outcome::Cached,
-                });
+                }));
             }
             Ok(None) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -334,7 +366,21 @@ impl Cache {
                 Outcome::Rebuilt
             }
         };
-        let component = module::compile(engine, path, wasm)?;
+        Ok(Lookup::Miss(Miss { key, file, outcome }))
+    }
+
+    /// The second half of [`Cache::component`]: compile `wasm` with
+    /// `compiler` and write its artifact. A failed compile writes nothing.
+    pub fn fill(
+        &self,
+        engine: &Engine,
+        compiler: &Compiler,
+        path: &Path,
+        wasm: &[u8],
+        miss: Miss,
+    ) -> Result<Cached, ModuleError> {
+        let Miss { key, file, outcome } = miss;
+        let component = compiler.compile(engine, path, wasm)?;
         let written = component
             .serialize()
             .map_err(|e| format!("{e:#}"))
@@ -353,18 +399,20 @@ impl Cache {
         })
     }
 
-    /// Compile (or find cached) every module in `paths`, in parallel.
+    /// Compile (or find cached) every module in `paths`, in parallel, read
+    /// and compiled as `load` says.
     pub fn precompile_all(
         &self,
         engine: &Engine,
+        load: &LoadOptions,
         paths: &[PathBuf],
     ) -> Vec<Result<Precompiled, ModuleError>> {
         paths
             .par_iter()
             .map(|path| {
                 let start = Instant::now();
-                let wasm = module::read(path)?;
-                let cached = self.component(engine, path, &wasm)?;
+                let wasm = module::read(path, load.max_bytes)?;
+                let cached = self.component(engine, &load.compiler, path, &wasm)?;
                 Ok(Precompiled {
                     path: path.clone(),
                     key: cached.key,
@@ -451,13 +499,22 @@ fn verify<'a>(bytes: &'a [u8], key: &Key) -> Result<&'a [u8], String> {
     Ok(payload)
 }
 
+/// Load an artifact: from the cache (below), or from a compiling child
+/// process ([`Compiler::Subprocess`]).
 #[expect(
     unsafe_code,
     reason = "Component::deserialize loads native code; see the SAFETY comment"
 )]
-fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Component> {
+pub(crate) fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: wasmtime requires the bytes to be the unmodified output of
-    // `Component::serialize`. `payload` comes from an artifact in the
+    // `Component::serialize` (or `Engine::precompile_component`, the same
+    // format). From a compiling child: the bytes are what the operator's own
+    // `toka` binary (`Subprocess::program`) wrote on a pipe only this
+    // process reads, after the child checked its engine settings equal
+    // ours; wasmtime's header check refuses another version's or setting's
+    // artifact. Compiling an untrusted module there instead of here changes
+    // nothing about trusting Cranelift's output. From the cache: `payload`
+    // comes from an artifact in the
     // operator's own cache directory (`Cache::open` refuses one that group or
     // others may write to), written by `Cache::write` from
     // `Component::serialize`, and `verify` checked its SHA-256 and its key
@@ -563,9 +620,14 @@ mod tests {
             .write(&cache.artifact_path(&key), &key, &foreign)
             .unwrap();
         let engine = new_engine(&EngineOptions::default()).unwrap();
-        let first = cache.component(&engine, Path::new("x.wasm"), wasm).unwrap();
+        let compiler = Compiler::InProcess;
+        let first = cache
+            .component(&engine, &compiler, Path::new("x.wasm"), wasm)
+            .unwrap();
         assert_eq!(first.outcome, Outcome::Rebuilt);
-        let second = cache.component(&engine, Path::new("x.wasm"), wasm).unwrap();
+        let second = cache
+            .component(&engine, &compiler, Path::new("x.wasm"), wasm)
+            .unwrap();
         assert_eq!(second.outcome, Outcome::Cached);
         assert_eq!(
             cache.codegen(),

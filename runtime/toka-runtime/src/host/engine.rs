@@ -313,7 +313,10 @@ impl EpochTicker {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
                     match engine.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
+                        Some(engine) => {
+                            super::wait::tick();
+                            engine.increment_epoch();
+                        }
                         None => return,
                     }
                 }

@@ -70,14 +70,16 @@ fn item(engine: &Engine, name: &str, ty: &ComponentItem) -> Item {
     }
 }
 
-/// Inspect the component at `path`, checking it against `linker`.
+/// Inspect the component at `path`, checking it against `linker`; read and
+/// compiled as `load` says.
 pub fn inspect(
     engine: &Engine,
     linker: &wasmtime::component::Linker<super::HostState>,
     path: &Path,
+    load: &module::LoadOptions,
 ) -> Result<Inspection, ModuleError> {
-    let bytes = module::read(path)?;
-    let component = module::compile(engine, path, &bytes)?;
+    let bytes = module::read(path, load.max_bytes)?;
+    let component = load.compiler.compile(engine, path, &bytes)?;
     let ty = component.component_type();
     let imports = ty
         .imports(engine)

@@ -19,8 +19,9 @@ use super::caps::AgentCaps;
 use super::engine::deadline_ticks;
 use super::limits::store_limits;
 use super::module::Module;
-use super::state::HostState;
+use super::state::{HostState, LogBudget};
 use super::stdio::OutputCounters;
+use super::wait::WaitDeadline;
 use crate::publisher::AgentPublisher;
 
 /// What kind of fault stopped an instance.
@@ -71,6 +72,12 @@ pub struct Fault {
 
 impl Fault {
     fn classify(err: &wasmtime::Error) -> Fault {
+        if let Some(wait) = err.chain().find_map(|e| e.downcast_ref::<WaitDeadline>()) {
+            return Fault {
+                kind: FaultKind::Deadline,
+                message: wait.to_string(),
+            };
+        }
         let kind = match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => FaultKind::Deadline,
             Some(Trap::OutOfFuel) => FaultKind::Fuel,
@@ -131,6 +138,8 @@ pub enum CallError {
 pub struct Budget {
     /// Epoch ticks until the call is interrupted.
     pub ticks: u64,
+    /// The same deadline as a duration, for host calls that wait.
+    pub timeout: Duration,
     /// Fuel per call, when the engine meters fuel.
     pub fuel: Option<u64>,
 }
@@ -138,8 +147,10 @@ pub struct Budget {
 impl Budget {
     /// The budget `limits` give one call.
     pub fn from_limits(limits: &Limits, fuel_metered: bool) -> Self {
+        let timeout = Duration::from_millis(limits.timeout_ms);
         Budget {
-            ticks: deadline_ticks(Duration::from_millis(limits.timeout_ms)),
+            ticks: deadline_ticks(timeout),
+            timeout,
             fuel: fuel_metered.then(|| limits.fuel.unwrap_or(u64::MAX)),
         }
     }
@@ -192,8 +203,14 @@ impl Instance {
         limits: &Limits,
         budget: Budget,
     ) -> Result<Self, Fault> {
-        let state = HostState::new(publisher, store_limits(limits), limits.stdout_bytes, output)
-            .with_caps(caps);
+        let state = HostState::new(
+            publisher,
+            store_limits(limits),
+            limits.stdout_bytes,
+            LogBudget::from_limits(limits),
+            output,
+        )
+        .with_caps(caps);
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
@@ -217,6 +234,7 @@ impl Instance {
 
     fn arm(store: &mut Store<HostState>, budget: Budget) {
         store.set_epoch_deadline(budget.ticks);
+        store.data_mut().wait.arm(budget.timeout);
         if let Some(fuel) = budget.fuel {
             store
                 .set_fuel(fuel)

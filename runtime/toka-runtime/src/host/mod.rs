@@ -7,6 +7,7 @@
 //! - [`engine`]: engine settings and the epoch ticker behind call deadlines;
 //! - [`module`]: loading and validating components;
 //! - [`cache`]: the on-disk cache of precompiled components;
+//! - [`compile`]: compiling a module within a time and memory budget;
 //! - [`instance`]: calling `init`/`handle` and classifying faults;
 //! - [`state`]: per-store data and the host side of `bus` and `log`;
 //! - [`limits`]: store limits and the publish token bucket;
@@ -14,6 +15,7 @@
 //! - [`inspect`]: what a component imports and exports, for `toka inspect`;
 //! - [`caps`]: per-agent capability grants, checked at startup;
 //! - [`trust`]: the `[trust]` module signature policy;
+//! - [`wait`]: host calls that wait, bounded by the caller's deadline;
 //! - `secrets`, `vault`, `auth` (each behind its cargo feature): the host
 //!   side of the capability interfaces.
 
@@ -22,6 +24,7 @@ pub mod auth;
 pub mod bindings;
 pub mod cache;
 pub mod caps;
+pub mod compile;
 pub mod engine;
 pub mod inspect;
 pub mod instance;
@@ -34,6 +37,7 @@ pub mod stdio;
 pub mod trust;
 #[cfg(feature = "vault")]
 pub mod vault;
+pub mod wait;
 
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
@@ -50,6 +54,14 @@ pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     use bindings::toka::runtime as wit;
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    // WASI's own `wasi:io/poll` blocks for as long as the guest asks; this
+    // one is bounded by the call's deadline (see `wait`).
+    linker.allow_shadowing(true);
+    wasmtime_wasi::p2::bindings::sync::io::poll::add_to_linker::<HostState, wait::Poll>(
+        &mut linker,
+        HostState::poll,
+    )?;
+    linker.allow_shadowing(false);
     wit::types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     wit::bus::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     wit::log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;

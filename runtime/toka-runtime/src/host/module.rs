@@ -3,19 +3,34 @@
 //! `InstancePre::instantiate`. With a [`Cache`] the compile step is a
 //! checked deserialization whenever the file was compiled before.
 //!
-//! Every failure names the file and says why in operator terms: empty file,
-//! not WebAssembly, a core module rather than a component, a corrupt or
-//! truncated component, an import this host does not provide (by name), or a
-//! component that does not export the agent world.
+//! Every failure names the file and says why in operator terms: not a
+//! regular file, larger than `max_module_mb`, empty file, not WebAssembly, a
+//! core module rather than a component, a corrupt or truncated component, an
+//! import this host does not provide (by name), or a component that does not
+//! export the agent world. Compiling is bounded by the [`Compiler`] in the
+//! [`LoadOptions`] (see [`compile`](super::compile)).
+//!
+//! # Reading a module file
+//! [`read`] is the one way a module file is read (by the runtime, the cache,
+//! `toka compile`, `inspect`, `sign` and `verify`): only a regular file, at
+//! most `max_module_mb` (checked on the open handle, so a path swapped after
+//! the check changes nothing, and the read itself is bounded, so a file
+//! that grows while read is refused too). The file is opened non-blocking
+//! and without becoming a controlling terminal, so a FIFO with no writer or
+//! a terminal device is refused at once rather than waited on.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use toka_core::config::ModulesConfig;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use super::bindings::AgentPre;
 use super::cache::Cache;
+use super::compile::Compiler;
+use super::engine::{EngineOptions, MemoryLayout};
 use super::state::HostState;
 use super::trust::Trust;
 
@@ -71,7 +86,9 @@ pub fn check_header(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Compile `bytes` as a component (the file is only used for messages).
+/// Compile `bytes` as a component in this process, with no budget (the file
+/// is only used for messages): [`Compiler::InProcess`]. Untrusted modules go
+/// through [`Compiler::compile`] with the operator's compiler instead.
 /// Without the `compiler` feature this only checks the header and explains
 /// that modules must come precompiled.
 pub fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component, ModuleError> {
@@ -91,7 +108,7 @@ pub fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component, 
 
 /// Why a runtime-only build cannot load a module without the cache.
 #[cfg(not(feature = "compiler"))]
-const NO_COMPILER: &str = "this toka is a runtime-only build with no compiler: it runs only \
+pub(crate) const NO_COMPILER: &str = "this toka is a runtime-only build with no compiler: it runs only \
     modules precompiled into the module cache (give it the cache directory, and precompile \
     with a full build's `toka compile`)";
 
@@ -121,15 +138,183 @@ pub fn prelink(
     })
 }
 
-/// Read the module file, naming it in the error.
-pub fn read(path: &Path) -> Result<Vec<u8>, ModuleError> {
-    std::fs::read(path).map_err(|e| ModuleError {
+/// How module files are read and compiled: the largest file read and the
+/// [`Compiler`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The largest module file read, in bytes (`[modules] max_module_mb`).
+    pub max_bytes: u64,
+    /// Where modules are compiled, within what budget.
+    pub compiler: Compiler,
+}
+
+impl Default for LoadOptions {
+    /// The default `max_module_mb` (64 MiB), compiling in this process.
+    fn default() -> Self {
+        LoadOptions::new(&ModulesConfig::default(), Compiler::InProcess)
+    }
+}
+
+impl LoadOptions {
+    /// `modules`' file size limit, compiling with `compiler`.
+    pub fn new(modules: &ModulesConfig, compiler: Compiler) -> Self {
+        LoadOptions {
+            max_bytes: modules.max_module_mb.saturating_mul(1 << 20),
+            compiler,
+        }
+    }
+
+    /// What a runtime uses: `modules`' bounds, compiling in child processes
+    /// running `program` (within `compile_timeout` and `compile_memory_mb`)
+    /// when given, else in this process; for an engine built by
+    /// `new_engine_with(options, layout)`.
+    pub fn for_engine(
+        modules: &ModulesConfig,
+        program: Option<&Path>,
+        options: &EngineOptions,
+        layout: MemoryLayout,
+    ) -> Self {
+        let compiler = match program {
+            Some(program) => Compiler::subprocess(program, modules, options, layout),
+            None => Compiler::InProcess,
+        };
+        LoadOptions::new(modules, compiler)
+    }
+}
+
+/// Why a file was not read (see [`read_file`]).
+#[derive(Debug)]
+pub enum ReadError {
+    /// It could not be opened or read.
+    Io(std::io::Error),
+    /// It is not a regular file: what it is ("a FIFO", "a directory", ...).
+    NotRegular(&'static str),
+    /// It is larger than the limit: its size, or the bytes read before the
+    /// read stopped when it grew past the limit.
+    TooLarge {
+        /// At least this many bytes.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+}
+
+impl ReadError {
+    /// The reason for an operator, for a file whose limit is `[modules]
+    /// max_module_mb`.
+    pub fn module_reason(&self) -> String {
+        match self {
+            ReadError::Io(e) => format!("cannot read the module: {e}"),
+            ReadError::NotRegular(what) => {
+                format!("not a regular file ({what}); only regular files are read as modules")
+            }
+            ReadError::TooLarge { size, max } => {
+                let limit = if max % (1 << 20) == 0 {
+                    format!("max_module_mb = {} MiB", max >> 20)
+                } else {
+                    format!("the limit of {max} bytes")
+                };
+                format!("larger than {limit}: {size} bytes")
+            }
+        }
+    }
+}
+
+/// What a non-regular file is, for messages.
+fn file_kind(ty: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if ty.is_fifo() {
+            return "a FIFO";
+        }
+        if ty.is_char_device() {
+            return "a character device";
+        }
+        if ty.is_block_device() {
+            return "a block device";
+        }
+        if ty.is_socket() {
+            return "a socket";
+        }
+    }
+    if ty.is_dir() {
+        "a directory"
+    } else if ty.is_file() {
+        "a regular file"
+    } else {
+        "not a file"
+    }
+}
+
+/// Read the regular file at `path`, at most `max_bytes` of it: see the
+/// [module docs](self#reading-a-module-file). Following a symlink is fine;
+/// what it names must be a regular file.
+pub fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, ReadError> {
+    // Checked on the path first so a device is never even opened (opening
+    // some has side effects), and then on the open handle, which is what
+    // counts: the path may have been swapped in between.
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+    {
+        return Err(ReadError::NotRegular(file_kind(meta.file_type())));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use rustix::fs::OFlags;
+        std::os::unix::fs::OpenOptionsExt::custom_flags(
+            &mut options,
+            (OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32,
+        );
+    }
+    let file = options.open(path).map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(file_kind(meta.file_type())));
+    }
+    if meta.len() > max_bytes {
+        return Err(ReadError::TooLarge {
+            size: meta.len(),
+            max: max_bytes,
+        });
+    }
+    read_bounded(file, meta.len(), max_bytes)
+}
+
+/// Read all of `reader`, refusing more than `max_bytes`; `expected` sizes
+/// the buffer.
+fn read_bounded(
+    reader: impl std::io::Read,
+    expected: u64,
+    max_bytes: u64,
+) -> Result<Vec<u8>, ReadError> {
+    let mut bytes = Vec::with_capacity(expected.min(max_bytes) as usize);
+    reader
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(ReadError::TooLarge {
+            size: bytes.len() as u64,
+            max: max_bytes,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Read the module file (a regular file of at most `max_bytes`), naming it
+/// in the error: every reader of module files goes through here.
+pub fn read(path: &Path, max_bytes: u64) -> Result<Vec<u8>, ModuleError> {
+    read_file(path, max_bytes).map_err(|e| ModuleError {
         path: path.to_path_buf(),
-        reason: format!("cannot read the module: {e}"),
+        reason: e.module_reason(),
     })
 }
 
-/// Read, compile and pre-link the module at `path`.
+/// Read, compile and pre-link the module at `path`, with the default
+/// [`LoadOptions`] (64 MiB, compiled in this process).
 pub fn load(
     engine: &Engine,
     linker: &Linker<HostState>,
@@ -146,10 +331,18 @@ pub fn load_cached(
     path: &Path,
     cache: Option<&Cache>,
 ) -> Result<Module, ModuleError> {
-    load_trusted(engine, linker, path, cache, &Trust::default())
+    load_trusted(
+        engine,
+        linker,
+        path,
+        cache,
+        &Trust::default(),
+        &LoadOptions::default(),
+    )
 }
 
-/// [`load_cached`] under the operator's signature policy: the signature is
+/// [`load_cached`] under the operator's signature policy and `load`
+/// options (file size limit, compiler and its budget): the signature is
 /// checked on the very bytes that are then compiled (or looked up in the
 /// cache), so nothing can change between the check and the load.
 pub fn load_trusted(
@@ -158,17 +351,88 @@ pub fn load_trusted(
     path: &Path,
     cache: Option<&Cache>,
     trust: &Trust,
+    load: &LoadOptions,
 ) -> Result<Module, ModuleError> {
-    let bytes = read(path)?;
+    let bytes = read(path, load.max_bytes)?;
     trust.check(path, &bytes)?;
     let component = match cache {
-        Some(cache) => cache.component(engine, path, &bytes)?.component,
-        None => compile(engine, path, &bytes)?,
+        Some(cache) => {
+            cache
+                .component(engine, &load.compiler, path, &bytes)?
+                .component
+        }
+        None => load.compiler.compile(engine, path, &bytes)?,
     };
     prelink(linker, path, component)
 }
 
-/// [`load_cached`] for each of `paths`, in order. The files are loaded in
+/// What [`prepare`] leaves to do for one module file.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Found in the cache and pre-linked: ready to run.
+    Ready(Module),
+    /// Read, trusted and well-formed, but not compiled yet: hand it to
+    /// [`finish`], off the start-up path (compiling is what can be slow).
+    Compile {
+        /// The module's bytes, as checked.
+        bytes: Vec<u8>,
+        /// Where its artifact goes, when there is a cache.
+        miss: Option<super::cache::Miss>,
+    },
+}
+
+/// The fast half of [`load_trusted`]: read the file (bounded), check its
+/// signature and header, and take it from the cache when it is there. Every
+/// failure this finds is found within moments, whatever the file is.
+pub fn prepare(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    path: &Path,
+    cache: Option<&Cache>,
+    trust: &Trust,
+    load: &LoadOptions,
+) -> Result<Prepared, ModuleError> {
+    let bytes = read(path, load.max_bytes)?;
+    trust.check(path, &bytes)?;
+    check_header(&bytes).map_err(|reason| ModuleError {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let miss = match cache {
+        Some(cache) => match cache.lookup(engine, path, &bytes)? {
+            super::cache::Lookup::Hit(cached) => {
+                return prelink(linker, path, cached.component).map(Prepared::Ready);
+            }
+            super::cache::Lookup::Miss(miss) => Some(miss),
+        },
+        None => None,
+    };
+    Ok(Prepared::Compile { bytes, miss })
+}
+
+/// The slow half of [`load_trusted`]: compile what [`prepare`] left (within
+/// `load`'s compiler budget), store it in `cache`, and pre-link it.
+pub fn finish(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    path: &Path,
+    cache: Option<&Cache>,
+    load: &LoadOptions,
+    bytes: &[u8],
+    miss: Option<super::cache::Miss>,
+) -> Result<Module, ModuleError> {
+    let component = match (cache, miss) {
+        (Some(cache), Some(miss)) => {
+            cache
+                .fill(engine, &load.compiler, path, bytes, miss)?
+                .component
+        }
+        _ => load.compiler.compile(engine, path, bytes)?,
+    };
+    prelink(linker, path, component)
+}
+
+/// [`load_trusted`] for each of `paths`, in order. The files are loaded in
 /// parallel, on top of wasmtime compiling each one's functions in parallel,
 /// so a config of many small modules uses every core too.
 pub fn load_all(
@@ -177,10 +441,11 @@ pub fn load_all(
     paths: &[PathBuf],
     cache: Option<&Cache>,
     trust: &Trust,
+    load: &LoadOptions,
 ) -> Vec<Result<Module, ModuleError>> {
     paths
         .par_iter()
-        .map(|path| load_trusted(engine, linker, path, cache, trust))
+        .map(|path| load_trusted(engine, linker, path, cache, trust, load))
         .collect()
 }
 
@@ -202,5 +467,44 @@ mod tests {
                 .contains("core WebAssembly module")
         );
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn reads_are_bounded_even_when_the_file_grows() {
+        // A reader that never ends (a file still growing, a /proc file whose
+        // size says 0) is cut at the limit and refused.
+        let endless = std::io::repeat(0);
+        match read_bounded(endless, 0, 1 << 20) {
+            Err(ReadError::TooLarge { size, max }) => {
+                assert_eq!((size, max), ((1 << 20) + 1, 1 << 20));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(read_bounded(&b"abc"[..], 3, 3).unwrap(), b"abc");
+        let reason = ReadError::TooLarge {
+            size: 70_000_000,
+            max: 64 << 20,
+        }
+        .module_reason();
+        assert_eq!(reason, "larger than max_module_mb = 64 MiB: 70000000 bytes");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let reason = |path: &Path| read(path, 1 << 20).unwrap_err().reason;
+        assert!(reason(dir.path()).contains("not a regular file (a directory)"));
+        assert!(reason(Path::new("/dev/null")).contains("(a character device)"));
+        let big = dir.path().join("big.wasm");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len((1 << 20) + 1)
+            .unwrap();
+        assert!(reason(&big).contains("larger than max_module_mb = 1 MiB: 1048577 bytes"));
+        let ok = dir.path().join("ok.wasm");
+        std::fs::write(&ok, b"\0asm").unwrap();
+        assert_eq!(read(&ok, 4).unwrap(), b"\0asm");
+        assert!(reason(&dir.path().join("missing")).contains("cannot read the module"));
     }
 }

@@ -43,7 +43,7 @@ impl SecretsCtx {
 
     /// The value of `name`, or the one answer a guest gets for everything else.
     pub fn get(&self, name: &str) -> Result<Vec<u8>, types::Error> {
-        let logged = super::state::cut(name, MAX_LOGGED_NAME);
+        let logged = &*toka_core::text::bounded(name, MAX_LOGGED_NAME);
         if !self.grant.allows(name) {
             tracing::warn!(agent = %self.agent, name = logged, "secret read denied: not granted");
             return Err(types::Error::AccessDenied);

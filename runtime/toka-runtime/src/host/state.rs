@@ -6,12 +6,23 @@
 //! directories, no network (TCP/UDP/DNS all refused), stdin closed, and
 //! clocks coarsened to a millisecond so a guest cannot use them as a fine
 //! timer. Stdout and stderr go to the host's log, capped.
+//!
+//! The `log` interface is budgeted per instance like stdout: records and
+//! bytes per second (`log_records_per_sec`, `log_bytes_per_sec`), each a
+//! token bucket holding one second's worth. Records over budget are dropped
+//! and counted, never a fault; the first drop of an instance is logged once.
+//! Every message, field key and value is bounded and escaped by
+//! [`toka_core::text::bounded`] before it is logged.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use toka_core::PublishError;
+use toka_core::config::Limits;
+use toka_core::text::{MAX_FIELD_KEY, MAX_FIELD_VALUE, MAX_FIELDS, MAX_LOG_MESSAGE, bounded};
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{
@@ -21,10 +32,9 @@ use wasmtime_wasi::{
 use super::bindings::{bus, log, types};
 use super::caps::AgentCaps;
 use super::stdio::{GuestOutput, OutputCounters, Stream};
+use super::wait::{BoundedPoll, WaitState};
 use crate::publisher::AgentPublisher;
 
-/// Longest log message (bytes) a guest may emit in one record.
-const MAX_LOG_MESSAGE: usize = 8 * 1024;
 /// Clock resolution exposed to guests.
 const CLOCK_RESOLUTION_NS: u64 = 1_000_000;
 
@@ -34,10 +44,89 @@ pub struct HostState {
     pub(crate) limits: StoreLimits,
     /// The capabilities the agent was granted (none by default).
     pub(crate) caps: Arc<AgentCaps>,
+    /// The deadline of the call in progress, for host calls that wait.
+    pub(crate) wait: WaitState,
     wasi: WasiCtx,
     table: ResourceTable,
     stdout: GuestOutput,
     stderr: GuestOutput,
+    output: Arc<OutputCounters>,
+    log_budget: LogBuckets,
+}
+
+/// The `log` budget of one instance (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBudget {
+    /// Records per second, and the most banked.
+    pub records_per_sec: u32,
+    /// Bytes (message plus field keys and values, after truncation) per
+    /// second, and the most banked.
+    pub bytes_per_sec: u64,
+}
+
+impl LogBudget {
+    /// The budget `limits` give each instance.
+    pub fn from_limits(limits: &Limits) -> Self {
+        LogBudget {
+            records_per_sec: limits.log_records_per_sec,
+            bytes_per_sec: limits.log_bytes_per_sec,
+        }
+    }
+}
+
+/// Two token buckets (records, bytes), each holding one second's worth.
+#[derive(Debug)]
+struct LogBuckets {
+    budget: LogBudget,
+    records: f64,
+    bytes: f64,
+    last: std::time::Instant,
+    /// Whether this instance has been warned about (once).
+    warned: bool,
+}
+
+impl LogBuckets {
+    fn new(budget: LogBudget) -> Self {
+        let budget = LogBudget {
+            records_per_sec: budget.records_per_sec.max(1),
+            bytes_per_sec: budget.bytes_per_sec.max(1),
+        };
+        LogBuckets {
+            budget,
+            records: f64::from(budget.records_per_sec),
+            bytes: budget.bytes_per_sec as f64,
+            last: std::time::Instant::now(),
+            warned: false,
+        }
+    }
+
+    fn refill(&mut self, now: std::time::Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let records = f64::from(self.budget.records_per_sec);
+        let bytes = self.budget.bytes_per_sec as f64;
+        self.records = (self.records + elapsed * records).min(records);
+        self.bytes = (self.bytes + elapsed * bytes).min(bytes);
+    }
+
+    /// Whether a record could be taken at all (refilled to `now`).
+    fn has_record(&mut self, now: std::time::Instant) -> bool {
+        self.refill(now);
+        self.records >= 1.0
+    }
+
+    /// Take one record of `bytes` bytes if both buckets hold enough (after
+    /// [`LogBuckets::has_record`]).
+    fn try_take(&mut self, bytes: usize) -> bool {
+        let bytes = bytes as f64;
+        if self.records >= 1.0 && self.bytes >= bytes {
+            self.records -= 1.0;
+            self.bytes -= bytes;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl std::fmt::Debug for HostState {
@@ -75,16 +164,19 @@ impl HostWallClock for CoarseWall {
 }
 
 impl HostState {
-    /// Fresh state for one instance of the agent behind `publisher`.
+    /// Fresh state for one instance of the agent behind `publisher`: at most
+    /// `output_cap` bytes of stdout and stderr and `log_budget` of `log`
+    /// records, counted into `output`.
     pub fn new(
         publisher: Arc<AgentPublisher>,
         limits: StoreLimits,
         output_cap: u64,
+        log_budget: LogBudget,
         output: Arc<OutputCounters>,
     ) -> Self {
         let name = publisher.name().clone();
         let stdout = GuestOutput::new(name.clone(), Stream::Stdout, output_cap, output.clone());
-        let stderr = GuestOutput::new(name, Stream::Stderr, output_cap, output);
+        let stderr = GuestOutput::new(name, Stream::Stderr, output_cap, output.clone());
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -101,10 +193,13 @@ impl HostState {
             publisher,
             limits,
             caps: Arc::default(),
+            wait: WaitState::default(),
             wasi,
             table,
             stdout,
             stderr,
+            output,
+            log_budget: LogBuckets::new(log_budget),
         }
     }
 
@@ -118,6 +213,16 @@ impl HostState {
     pub fn flush_output(&self) {
         self.stdout.flush_partial();
         self.stderr.flush_partial();
+    }
+}
+
+impl HostState {
+    /// `wasi:io/poll` for this instance, its waits bounded by the call's deadline.
+    pub(crate) fn poll(&mut self) -> BoundedPoll<'_> {
+        BoundedPoll {
+            table: &mut self.table,
+            wait: &self.wait,
+        }
     }
 }
 
@@ -152,37 +257,109 @@ impl bus::Host for HostState {
     }
 }
 
-/// `s` cut to at most `max` bytes on a character boundary (for log records).
-pub(crate) fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+/// A record's fields, bounded: at most [`MAX_FIELDS`], each key and value
+/// cut and escaped; written `key="value"`.
+struct Fields<'a> {
+    kept: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    cut: usize,
 }
 
-struct Fields<'a>(&'a [log::Field]);
+impl<'a> Fields<'a> {
+    fn new(fields: &'a [log::Field]) -> Self {
+        Fields {
+            kept: fields
+                .iter()
+                .take(MAX_FIELDS)
+                .map(|f| {
+                    (
+                        bounded(&f.key, MAX_FIELD_KEY),
+                        bounded(&f.value, MAX_FIELD_VALUE),
+                    )
+                })
+                .collect(),
+            cut: fields.len().saturating_sub(MAX_FIELDS),
+        }
+    }
+
+    /// Bytes charged to the budget.
+    fn len(&self) -> usize {
+        self.kept.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+}
 
 impl std::fmt::Display for Fields<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, field) in self.0.iter().take(32).enumerate() {
+        for (i, (key, value)) in self.kept.iter().enumerate() {
             if i > 0 {
                 f.write_str(" ")?;
             }
-            write!(f, "{}={:?}", cut(&field.key, 64), cut(&field.value, 1024))?;
+            write!(f, "{key}=\"")?;
+            // `bounded` leaves quotes alone; escape them so a value cannot
+            // end its quotes and pose as another field.
+            for (j, part) in value.split('"').enumerate() {
+                if j > 0 {
+                    f.write_str("\\\"")?;
+                }
+                f.write_str(part)?;
+            }
+            f.write_str("\"")?;
+        }
+        if self.cut > 0 {
+            write!(f, " …[cut {} fields]", self.cut)?;
         }
         Ok(())
     }
 }
 
+/// Bytes of a record as the guest sent it (what a dropped record is counted as).
+fn raw_len(message: &str, fields: &[log::Field]) -> u64 {
+    let fields: usize = fields.iter().map(|f| f.key.len() + f.value.len()).sum();
+    (message.len() + fields) as u64
+}
+
+impl HostState {
+    /// Count a record dropped over budget, warning once per instance.
+    fn drop_log_record(&mut self, bytes: u64) {
+        self.output
+            .log_records_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        self.output
+            .log_bytes_dropped
+            .fetch_add(bytes, Ordering::Relaxed);
+        if !self.log_budget.warned {
+            self.log_budget.warned = true;
+            let budget = self.log_budget.budget;
+            tracing::warn!(
+                agent = %self.publisher.name(),
+                log_records_per_sec = budget.records_per_sec,
+                log_bytes_per_sec = budget.bytes_per_sec,
+                "guest log budget exhausted; dropping records over budget from this instance"
+            );
+        }
+    }
+}
+
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String, fields: Vec<log::Field>) {
+        // Out of records: drop before doing any work on the text.
+        if !self.log_budget.has_record(std::time::Instant::now()) {
+            self.drop_log_record(raw_len(&message, &fields));
+            return;
+        }
+        let bounded_message = bounded(&message, MAX_LOG_MESSAGE);
+        let bounded_fields = Fields::new(&fields);
+        let bytes = bounded_message.len() + bounded_fields.len();
+        if !self.log_budget.try_take(bytes) {
+            self.drop_log_record(raw_len(&message, &fields));
+            return;
+        }
+        self.output.log_records.fetch_add(1, Ordering::Relaxed);
+        self.output
+            .log_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         let agent = &**self.publisher.name();
-        let message = cut(&message, MAX_LOG_MESSAGE);
-        let fields = Fields(&fields);
+        let message = bounded_message;
+        let fields = bounded_fields;
         match level {
             log::Level::Trace => {
                 tracing::trace!(target: "toka::guest", agent, fields = %fields, "{message}")

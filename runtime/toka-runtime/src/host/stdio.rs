@@ -31,14 +31,25 @@ pub enum Stream {
     Stderr,
 }
 
-/// Bytes of guest output one agent had logged and discarded (all instances,
-/// both streams): how an operator sees that the cap is doing its job.
+/// Guest output one agent had logged and discarded (all instances): stdout
+/// and stderr bytes against the `stdout_bytes` cap, and `log` records and
+/// bytes against the `log_*_per_sec` budget. How an operator sees that the
+/// caps are doing their job.
 #[derive(Debug, Default)]
 pub struct OutputCounters {
-    /// Bytes passed on to the log.
+    /// Stdout/stderr bytes passed on to the log.
     pub logged: AtomicU64,
-    /// Bytes dropped past the per-instance cap.
+    /// Stdout/stderr bytes dropped past the per-instance cap.
     pub discarded: AtomicU64,
+    /// `log` records passed on to the log.
+    pub log_records: AtomicU64,
+    /// `log` bytes passed on (message plus field keys and values, after
+    /// truncation): what the byte budget is charged.
+    pub log_bytes: AtomicU64,
+    /// `log` records dropped because the instance was over its budget.
+    pub log_records_dropped: AtomicU64,
+    /// Bytes of the dropped records, as the guest sent them.
+    pub log_bytes_dropped: AtomicU64,
 }
 
 struct State {
@@ -53,7 +64,9 @@ struct State {
 impl State {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        let text = text.trim_end_matches('\r');
+        // Escaped like all guest text, so a `\r` or an escape sequence
+        // cannot rewrite the operator's terminal or log line.
+        let text = toka_core::text::bounded(text.trim_end_matches('\r'), MAX_LINE);
         match self.stream {
             Stream::Stdout => {
                 tracing::info!(target: "toka::guest", agent = %self.agent, stream = "stdout", "{text}")

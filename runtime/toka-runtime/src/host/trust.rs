@@ -14,6 +14,10 @@ use toka_core::TrustConfig;
 use super::caps::CapError;
 use super::module::ModuleError;
 
+/// The largest signature file read (one is about 300 bytes).
+#[cfg(feature = "auth")]
+const MAX_SIGNATURE_BYTES: u64 = 4096;
+
 /// The signature policy in force.
 #[derive(Debug, Default)]
 pub struct Trust {
@@ -84,16 +88,33 @@ impl Trust {
                 path: path.to_path_buf(),
                 reason,
             };
+            use super::module::{ReadError, read_file};
             let sig_path = signature_path(path);
-            let text = match std::fs::read_to_string(&sig_path) {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Read like a module file: a regular file, bounded.
+            let text = match read_file(&sig_path, MAX_SIGNATURE_BYTES) {
+                Ok(bytes) => String::from_utf8(bytes)
+                    .map_err(|_| fail(format!("refused: {} is not UTF-8", sig_path.display())))?,
+                Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(fail(format!(
                         "refused: signatures are required and the module is not signed ({} does not exist)",
                         sig_path.display()
                     )));
                 }
-                Err(e) => return Err(fail(format!("cannot read {}: {e}", sig_path.display()))),
+                Err(ReadError::Io(e)) => {
+                    return Err(fail(format!("cannot read {}: {e}", sig_path.display())));
+                }
+                Err(ReadError::NotRegular(what)) => {
+                    return Err(fail(format!(
+                        "refused: {} is not a regular file ({what})",
+                        sig_path.display()
+                    )));
+                }
+                Err(ReadError::TooLarge { size, .. }) => {
+                    return Err(fail(format!(
+                        "refused: {} is too large for a signature ({size} bytes)",
+                        sig_path.display()
+                    )));
+                }
             };
             let sig = Signature::parse(&text).map_err(|e| fail(format!("refused: {e}")))?;
             let signer =

@@ -68,7 +68,10 @@ impl VaultCtx {
             Some(_) => None,
         };
         granted.ok_or_else(|| {
-            let asked = ns.as_deref().map(|n| super::state::cut(n, 128)).unwrap_or("<own>");
+            let asked = ns
+                .as_deref()
+                .map_or("<own>".into(), |n| toka_core::text::bounded(n, 128));
+            let asked = &*asked;
             tracing::warn!(agent = %self.agent, namespace = asked, "vault access denied: namespace not granted");
             types::Error::AccessDenied
         })

@@ -16,6 +16,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use toka_runtime::host::bindings::{Agent, AgentPre, bus, log, types};
 use toka_runtime::host::engine::EpochTicker;
+use toka_runtime::host::module::LoadOptions;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -89,7 +90,10 @@ impl Raw {
 
     /// The sink on `engine`.
     pub fn with_engine(engine: Engine, path: &Path) -> anyhow::Result<Self> {
-        let component = Component::from_file(&engine, path)
+        // Read like every module file (regular, bounded), compiled in
+        // process: the bench's floor is raw wasmtime.
+        let wasm = toka_runtime::host::module::read(path, LoadOptions::default().max_bytes)?;
+        let component = Component::new(&engine, &wasm)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .with_context(|| format!("compiling {}", path.display()))?;
         let mut linker = Linker::<RawState>::new(&engine);
