@@ -14,6 +14,16 @@ use std::sync::Arc;
 
 use toka_core::{AgentConfig, RuntimeConfig};
 
+/// The capabilities compiled into this build, by name (`toka --version`).
+pub const BUILT: &[&str] = &[
+    #[cfg(feature = "secrets")]
+    "secrets",
+    #[cfg(feature = "vault")]
+    "vault",
+    #[cfg(feature = "auth")]
+    "auth",
+];
+
 /// Why a grant cannot be honoured.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
