@@ -843,3 +843,71 @@ fn commands_that_read_modules_refuse_special_and_oversized_files_at_once() {
         assert!(!d("fifo.wasm.sig").exists() && !d("zero.wasm.sig").exists());
     }
 }
+
+/// One mistake, one exit code: whichever stage finds a configuration the
+/// operator got wrong (a store a grant needs that is not configured, a
+/// `[trust]` this build cannot honour, a module that does not load), `toka
+/// run` and `toka check` both exit 2 and name it.
+#[test]
+fn run_and_check_exit_2_for_the_same_config_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    // A key from the environment, so the grants get as far as their stores;
+    // HOME in the temporary directory, so no real key file is read.
+    let toka_env = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_toka"))
+            .args(args)
+            .current_dir(root())
+            .env("RUST_LOG", "info")
+            .env("RUST_BACKTRACE", "0")
+            .env("NO_COLOR", "1")
+            .env("HOME", dir.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env(
+                "TOKA_MASTER_KEY",
+                "T3RoZXIta2V5LW9mLWV4YWN0bHktMzItYnl0ZXMhISE=",
+            )
+            .output()
+            .expect("run toka")
+    };
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x01\0\0\0").unwrap();
+    let cases = [
+        (
+            "[[agents]]\nname = \"Logger\"\nsubscribe = [\"toka.tick\"]\nsecrets = [\"api/*\"]\n"
+                .to_owned(),
+            "no secret store is configured",
+        ),
+        (
+            "[[agents]]\nname = \"Logger\"\nsubscribe = [\"toka.tick\"]\nvault = true\n".to_owned(),
+            "no vault is configured",
+        ),
+        (
+            "[trust]\nrequire_signatures = true\n\n\
+             [[agents]]\nname = \"Logger\"\nsubscribe = [\"toka.tick\"]\n"
+                .to_owned(),
+            "trusted_keys",
+        ),
+        (
+            format!(
+                "[[agents]]\nname = \"broken\"\nmodule = {:?}\n\
+                 [[agents]]\nname = \"Logger\"\nsubscribe = [\"toka.tick\"]\n",
+                broken.display().to_string()
+            ),
+            "broken.wasm",
+        ),
+    ];
+    for (body, names) in &cases {
+        let cfg = write_config(dir.path(), body);
+        let cfg = cfg.to_str().unwrap();
+        let runs = [
+            toka_env(&["run", cfg, "--for", "300ms", "--strict", "--no-cache"]),
+            toka_env(&["check", cfg, "--no-cache"]),
+        ];
+        for (command, out) in ["run --strict", "check"].iter().zip(&runs) {
+            let log = text(out);
+            assert_eq!(out.status.code(), Some(2), "{command}, {names}: {log}");
+            assert!(log.contains(names), "{command} names it ({names}): {log}");
+            assert!(!log.contains("runtime started"), "{command}: {log}");
+        }
+    }
+}

@@ -122,17 +122,22 @@ async fn every_kind_of_wait_faults_at_the_deadline() {
     let elapsed = began.elapsed();
     healthy_done(&run).await;
     let report = run.stop().await;
+    let mut in_host_call = 0;
     for letter in &letters {
         let letter: serde_json::Value = serde_json::from_str(letter).unwrap();
         assert_eq!(letter["reason"], "deadline", "{letter}");
-        assert!(
-            letter["message"]
-                .as_str()
-                .unwrap()
-                .contains("waited in a host call until its deadline"),
-            "{letter}"
-        );
+        let message = letter["message"].as_str().unwrap();
+        if message.contains("waited in a host call until its deadline") {
+            in_host_call += 1;
+        }
     }
+    // One long sleep, poll or block is always cut inside the host call; the
+    // 1 ms naps may be cut there or by the epoch between two naps.
+    assert!(
+        in_host_call >= 3 * WAITS.len(),
+        "{in_host_call} of {} cut in the host call: {letters:#?}",
+        letters.len()
+    );
     // 16 waits of at most 300 ms, four victims in parallel with stand-ins:
     // far below a single one of the 60 s waits.
     assert!(

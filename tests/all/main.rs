@@ -15,7 +15,8 @@
 //! - `hostile_waits`, `hostile_strings`, `hostile_modules`: the second pass
 //!   of the hostile suite (waits in host calls, guest strings, module files
 //!   and compile budgets);
-//! - `modules`: malformed modules are refused with a precise reason.
+//! - `modules`: malformed modules are refused with a precise reason;
+//! - `seam`: what the capability list derives reaches `inspect` and `check`.
 
 mod bus;
 mod cache;
@@ -28,3 +29,4 @@ mod hostile_modules;
 mod hostile_strings;
 mod hostile_waits;
 mod modules;
+mod seam;

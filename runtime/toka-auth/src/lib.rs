@@ -74,6 +74,8 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+#[cfg(feature = "host")]
+pub mod host;
 pub mod keys;
 pub mod module_sig;
 pub mod password;

@@ -7,7 +7,8 @@
 //! - [`event`]: the [`Event`] record and the runtime's own kinds;
 //! - [`agent`]: the native [`Agent`] trait and its [`Context`];
 //! - [`config`]: loading `toka.toml` with file/line/key errors and `${VAR}`
-//!   interpolation;
+//!   interpolation, and the located getters a capability parses its own
+//!   sections and `[[agents]]` keys with;
 //! - [`text`]: bounding and escaping guest-controlled text before the host
 //!   logs or republishes it.
 #![deny(missing_docs)]

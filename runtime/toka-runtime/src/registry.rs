@@ -37,6 +37,9 @@ pub struct PlannedAgent {
     pub limits: Option<Limits>,
     /// Names of its free-form `init` keys.
     pub settings: Vec<String>,
+    /// One line per capability it holds (each capability describes its own
+    /// grant); empty: it holds none.
+    pub grants: Vec<String>,
 }
 
 /// Everything a configuration resolves to, before anything runs.
@@ -110,6 +113,14 @@ impl fmt::Display for Plan {
             }
             if !a.settings.is_empty() {
                 writeln!(f, "    init keys: {}", a.settings.join(", "))?;
+            }
+            if let AgentKind::Wasm(_) = a.kind {
+                if a.grants.is_empty() {
+                    writeln!(f, "    grants:    none")?;
+                }
+                for grant in &a.grants {
+                    writeln!(f, "    grants:    {grant}")?;
+                }
             }
         }
         for (agent, err) in &self.failed {

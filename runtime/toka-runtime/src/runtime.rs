@@ -362,6 +362,7 @@ impl Runtime {
                 every: a.config.every,
                 limits: Some(a.config.limits),
                 settings: a.config.settings.iter().map(|(k, _)| k.clone()).collect(),
+                grants: a.caps.grants.clone(),
             })
             .collect();
         agents.extend(self.native.iter().map(|a| PlannedAgent {
@@ -372,6 +373,7 @@ impl Runtime {
             every: None,
             limits: None,
             settings: Vec::new(),
+            grants: Vec::new(),
         }));
         Plan {
             agents,

@@ -32,39 +32,12 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// Master key material could not be parsed. The input is deliberately
-    /// not included.
-    #[error("invalid master key from {origin}: {reason}")]
-    InvalidKey {
-        /// Where the key came from (`TOKA_MASTER_KEY`, a file path, ...).
-        origin: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    /// Getting the master key failed (it does not parse, its file is
+    /// missing or in the way).
+    #[error(transparent)]
+    Key(#[from] toka_keyring::KeyError),
 
-    /// Neither `TOKA_MASTER_KEY` nor a key file was available.
-    #[error("no master key: set TOKA_MASTER_KEY or create a key file with `toka secrets init`")]
-    NoKey,
-
-    /// The configured key file does not exist.
-    #[error(
-        "master key file {} not found: create it with `toka secrets init` or set TOKA_MASTER_KEY",
-        path.display()
-    )]
-    KeyFileMissing {
-        /// The missing file.
-        path: PathBuf,
-    },
-
-    /// [`MasterKey::create_key_file`](crate::MasterKey::create_key_file)
-    /// refuses to replace a key: it may be the only copy able to open a store.
-    #[error("master key file {} already exists; refusing to overwrite it", path.display())]
-    KeyFileExists {
-        /// The existing file.
-        path: PathBuf,
-    },
-
-    /// Reading or writing a key file or the store directory failed.
+    /// Reading or writing the store directory failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
         /// The file or directory involved.

@@ -38,9 +38,12 @@
 //!
 //! # Layout
 //!
-//! - `key`: [`MasterKey`]: loading, generating, key files, subkey derivation.
+//! - [`MasterKey`] is `toka_keyring`'s (loading, generating, key files,
+//!   subkey derivation), re-exported here.
 //! - `store`: [`SecretStore`]: the sled database of sealed records, key
 //!   checking and atomic key rotation.
+//! - `sealed`: [`SealedStore`], the store as the keyring's key rotation
+//!   sees it.
 //! - `record`: the versioned on-disk record format and its encryption.
 //! - `value`: [`SecretValue`], a decrypted secret that redacts itself.
 //! - `grant`: [`Grant`], an agent's permission patterns.
@@ -52,16 +55,19 @@
 
 mod error;
 mod grant;
-mod key;
+#[cfg(feature = "host")]
+pub mod host;
 mod name;
 mod record;
+mod sealed;
 mod snapshot;
 mod store;
 mod value;
 
 pub use error::{Error, Result};
 pub use grant::Grant;
-pub use key::{MASTER_KEY_ENV, MASTER_KEY_LEN, MasterKey};
 pub use name::{MAX_NAME_LEN, validate_name};
+pub use sealed::SealedStore;
 pub use store::SecretStore;
+pub use toka_keyring::{KeyError, MASTER_KEY_ENV, MASTER_KEY_LEN, MasterKey};
 pub use value::SecretValue;

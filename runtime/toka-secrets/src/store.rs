@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
 use sled::transaction::{ConflictableTransactionResult, TransactionError};
+use toka_keyring::{MasterKey, contexts};
 
 use crate::error::{Error, Result};
-use crate::key::MasterKey;
 use crate::name::validate_name;
 use crate::record::{self, OpenError};
 use crate::value::SecretValue;
@@ -24,9 +24,6 @@ const KEY_CHECK: &[u8] = b"meta:key-check";
 const KEY_CHECK_LABEL: &str = "<key-check>";
 const KEY_CHECK_AD: &[u8] = b"toka:key-check";
 const KEY_CHECK_MARKER: &[u8] = b"toka-secrets key-check v1";
-/// The store encrypts under a subkey, not the master key itself, so the
-/// subkeys other capabilities derive stay independent of it.
-const STORE_KEY_CONTEXT: &str = "toka-secrets/store/v1";
 /// Secrets are small; sled's 1 GiB default would only be wasted address space.
 const CACHE_CAPACITY: u64 = 8 << 20;
 
@@ -52,7 +49,11 @@ impl SecretStore {
     /// A new store gets a key-check record sealed under `key`; an existing
     /// one must open with it, else [`Error::WrongKey`].
     pub fn open(path: impl AsRef<Path>, key: MasterKey) -> Result<Self> {
-        let path = path.as_ref();
+        Self::open_with(path.as_ref(), &key)
+    }
+
+    /// [`SecretStore::open`] with a borrowed key.
+    pub(crate) fn open_with(path: &Path, key: &MasterKey) -> Result<Self> {
         create_private_dir(path)?;
         crate::snapshot::discard_torn(path).map_err(|source| Error::Io {
             path: path.to_owned(),
@@ -64,7 +65,7 @@ impl SecretStore {
             .open()?;
         let store = Self {
             db,
-            cipher: cipher_for(&key),
+            cipher: cipher_for(key),
             path: path.to_owned(),
         };
         store.check_key()?;
@@ -146,7 +147,12 @@ impl SecretStore {
     /// every secret: e.g. [`MasterKey::create_key_file`] at a temporary
     /// path, rotate, then rename it over the old key file.
     pub fn rotate_key(&mut self, new: MasterKey) -> Result<usize> {
-        let new_cipher = cipher_for(&new);
+        self.rotate_to(&new)
+    }
+
+    /// [`SecretStore::rotate_key`] with a borrowed key.
+    pub(crate) fn rotate_to(&mut self, new: &MasterKey) -> Result<usize> {
+        let new_cipher = cipher_for(new);
         let mut batch = sled::Batch::default();
         let mut count = 0;
         for entry in self.db.scan_prefix(SECRET_PREFIX) {
@@ -180,6 +186,35 @@ impl SecretStore {
         self.cipher = new_cipher;
         self.db.flush()?;
         Ok(count)
+    }
+
+    /// Whether `key` is the key this store is sealed under (its key-check
+    /// record opens with it).
+    pub(crate) fn is_sealed_with(&self, key: &MasterKey) -> Result<bool> {
+        let Some(record) = self.db.get(KEY_CHECK)? else {
+            return Err(Error::MissingKeyCheck);
+        };
+        match record::open(&cipher_for(key), KEY_CHECK_AD, &record) {
+            Ok(_) => Ok(true),
+            Err(OpenError::Invalid) => Ok(false),
+            Err(OpenError::Unsupported(version)) => Err(Error::UnsupportedFormat {
+                name: KEY_CHECK_LABEL.to_owned(),
+                version,
+            }),
+        }
+    }
+
+    /// If the store holds no secret, removes its key-check record, so that
+    /// whichever key opens it next seals it anew, and returns `None`; else
+    /// changes nothing and returns how many secrets it holds.
+    pub(crate) fn reset_if_empty(&self) -> Result<Option<usize>> {
+        let count = self.db.scan_prefix(SECRET_PREFIX).count();
+        if count > 0 {
+            return Ok(Some(count));
+        }
+        self.db.remove(KEY_CHECK)?;
+        self.db.flush()?;
+        Ok(None)
     }
 
     fn check_key(&self) -> Result<()> {
@@ -235,7 +270,9 @@ impl fmt::Debug for SecretStore {
 }
 
 fn cipher_for(key: &MasterKey) -> XChaCha20Poly1305 {
-    XChaCha20Poly1305::new((&*key.derive(STORE_KEY_CONTEXT)).into())
+    // A subkey, not the master key itself, so the subkeys other
+    // capabilities derive stay independent of it.
+    XChaCha20Poly1305::new((&*key.derive(contexts::SECRETS)).into())
 }
 
 fn secret_key(name: &str) -> Vec<u8> {

@@ -31,6 +31,12 @@ impl VaultKey {
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         Self(bytes)
     }
+
+    /// The vault key derived from Toka's master key (context
+    /// [`toka_keyring::contexts::VAULT`]), as the runtime and the CLI derive it.
+    pub fn from_master(master: &toka_keyring::MasterKey) -> Self {
+        Self(*master.derive(toka_keyring::contexts::VAULT))
+    }
 }
 
 impl fmt::Debug for VaultKey {

@@ -88,6 +88,8 @@
 //! - [`blob`]: [`BlobId`] and the sealed blob file format.
 //! - [`manifest`]: [`Entry`] and the sealed manifest file format.
 //! - `durable`: atomic, fsynced file replacement.
+//! - `sealed`: [`SealedVault`], the vault as the keyring's key rotation sees it, and
+//!   [`VaultKey::from_master`].
 //! - [`vault`]: [`Vault`] and [`Limits`], the public operations.
 //! - [`error`]: [`Error`] and [`Result`].
 
@@ -98,9 +100,12 @@ pub mod blob;
 mod durable;
 pub mod error;
 mod hex;
+#[cfg(feature = "host")]
+pub mod host;
 pub mod key;
 pub mod manifest;
 mod names;
+mod sealed;
 pub mod vault;
 
 pub use blob::BlobId;
@@ -108,4 +113,5 @@ pub use error::{Error, Result};
 pub use key::VaultKey;
 pub use manifest::Entry;
 pub use names::{MAX_CONTENT_TYPE_LEN, MAX_NAME_LEN, MAX_NAMESPACE_LEN};
+pub use sealed::SealedVault;
 pub use vault::{DEFAULT_MAX_BLOB_BYTES, DEFAULT_QUOTA_BYTES, Limits, Vault};

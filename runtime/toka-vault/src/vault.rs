@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_BLOB_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_QUOTA_BYTES: u64 = 64 * 1024 * 1024;
 
 const LOCK_FILE: &str = "LOCK";
-const MANIFEST_FILE: &str = "manifest";
+pub(crate) const MANIFEST_FILE: &str = "manifest";
 const MANIFEST_TEMP_FILE: &str = "manifest.tmp";
 const BLOBS_DIR: &str = "blobs";
 

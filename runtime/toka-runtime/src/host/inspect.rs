@@ -51,7 +51,14 @@ pub fn capability(name: &str) -> &'static str {
         i if i.starts_with("wasi:clocks/") => "wasi clocks: millisecond resolution",
         i if i.starts_with("wasi:random/") => "wasi random",
         i if i.starts_with("wasi:io/") => "wasi io: streams and polling",
-        i if i.starts_with("toka:") => "toka interface not provided by this host version",
+        i if i.starts_with("toka:") => super::caps::INTERFACES
+            .iter()
+            .flat_map(|served| served.iter())
+            .find(|(name, _)| *name == i)
+            .map_or(
+                "toka interface not provided by this host version",
+                |(_, line)| line,
+            ),
         _ => "not provided by Toka",
     }
 }

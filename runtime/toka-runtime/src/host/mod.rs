@@ -3,7 +3,7 @@
 //! component file and an [`Instance`] (one `Store`) per live agent.
 //!
 //! # Layout
-//! - [`bindings`]: the one `bindgen!` of `wit/`;
+//! - [`bindings`]: the `wit/` bindings (generated in `toka-capability`);
 //! - [`engine`]: engine settings and the epoch ticker behind call deadlines;
 //! - [`module`]: loading and validating components;
 //! - [`cache`]: the on-disk cache of precompiled components;
@@ -13,14 +13,14 @@
 //! - [`limits`]: store limits and the publish token bucket;
 //! - [`stdio`]: guest stdout/stderr into `tracing`, capped;
 //! - [`inspect`]: what a component imports and exports, for `toka inspect`;
-//! - [`caps`]: per-agent capability grants, checked at startup;
+//! - [`caps`]: the list of capabilities this build links, and everything
+//!   derived from it (per-agent state, opening, linking, inspect and check);
 //! - [`trust`]: the `[trust]` module signature policy;
-//! - [`wait`]: host calls that wait, bounded by the caller's deadline;
-//! - `secrets`, `vault`, `auth` (each behind its cargo feature): the host
-//!   side of the capability interfaces.
+//! - [`wait`]: host calls that wait, bounded by the caller's deadline.
+//!
+//! The capabilities themselves (secrets, vault, auth) live in their own
+//! crates, behind their cargo features (see `toka_capability`).
 
-#[cfg(feature = "auth")]
-pub mod auth;
 pub mod bindings;
 pub mod cache;
 pub mod caps;
@@ -30,13 +30,9 @@ pub mod inspect;
 pub mod instance;
 pub mod limits;
 pub mod module;
-#[cfg(feature = "secrets")]
-pub mod secrets;
 pub mod state;
 pub mod stdio;
 pub mod trust;
-#[cfg(feature = "vault")]
-pub mod vault;
 pub mod wait;
 
 use wasmtime::Engine;
@@ -65,11 +61,6 @@ pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     wit::types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     wit::bus::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     wit::log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-    #[cfg(feature = "secrets")]
-    wit::secrets::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-    #[cfg(feature = "vault")]
-    wit::vault::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-    #[cfg(feature = "auth")]
-    wit::auth::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    caps::link(&mut linker)?;
     Ok(linker)
 }

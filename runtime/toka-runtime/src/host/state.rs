@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use toka_core::PublishError;
 use toka_core::config::Limits;
 use toka_core::text::{MAX_FIELD_KEY, MAX_FIELD_VALUE, MAX_FIELDS, MAX_LOG_MESSAGE, bounded};
 use wasmtime::StoreLimits;
@@ -47,7 +46,7 @@ pub struct HostState {
     /// The deadline of the call in progress, for host calls that wait.
     pub(crate) wait: WaitState,
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     stdout: GuestOutput,
     stderr: GuestOutput,
     output: Arc<OutputCounters>,
@@ -231,18 +230,6 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
-        }
-    }
-}
-
-impl From<PublishError> for types::Error {
-    fn from(e: PublishError) -> Self {
-        match e {
-            PublishError::AccessDenied => types::Error::AccessDenied,
-            PublishError::TooLarge(n) => types::Error::TooLarge(n),
-            PublishError::RateLimited => types::Error::RateLimited,
-            PublishError::Invalid(m) => types::Error::Invalid(m),
-            PublishError::Unavailable => types::Error::Unavailable,
         }
     }
 }

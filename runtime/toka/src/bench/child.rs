@@ -23,10 +23,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use toka_core::{Agent, Event, PatternSet, RuntimeConfig};
 use toka_runtime::{Runtime, RuntimeOptions};
 
-use super::dispatch::round1;
 use toka_runtime::host::engine::MemoryLayout;
 
-use super::{Outcome, Running, Session, build_runtime_with, group, sink_config, wait_until};
+use super::{
+    Outcome, Running, Session, build_runtime_with, group, round1, sink_config, wait_until,
+};
 
 /// Hidden `toka __bench-child` arguments.
 #[derive(clap::Args, Debug)]

@@ -15,8 +15,8 @@ use toka_runtime::bus::Bus;
 use toka_runtime::host::engine::MemoryLayout;
 
 use super::{
-    Outcome, Running, Session, Timer, Timing, build_runtime, group, median, sink_config,
-    threads_cpu_ns, wait_until,
+    Outcome, Running, Session, Timer, Timing, build_runtime, group, median, round1, round2,
+    sink_config, threads_cpu_ns, wait_until,
 };
 
 const KIND: &str = "bench.event";
@@ -255,12 +255,4 @@ pub(super) fn latency(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
         .field("max_us", round2(max))
         .target("p99 <= 100 us", p99 <= 100.0),
     ])
-}
-
-pub(super) fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-pub(super) fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }

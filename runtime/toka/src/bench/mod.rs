@@ -446,6 +446,16 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// One decimal, for the JSON lines.
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Two decimals, for the JSON lines.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// Thousands separators for the table.
 fn group(n: f64) -> String {
     let s = format!("{:.0}", n);

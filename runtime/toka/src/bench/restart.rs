@@ -14,10 +14,9 @@ use toka_runtime::host::stdio::OutputCounters;
 use toka_runtime::host::{self, Budget, Instance};
 use toka_runtime::publisher::{AgentPublisher, PublishGrant};
 
-use super::dispatch::round2;
 use toka_runtime::host::engine::MemoryLayout;
 
-use super::{Outcome, Session, Timer, Timing, build_runtime_with, median, sink_config};
+use super::{Outcome, Session, Timer, Timing, build_runtime_with, median, round2, sink_config};
 
 /// Nanoseconds per `handle` call through Toka's [`Instance`] (its engine,
 /// store limits, deadline and fault containment) in a tight loop on one

@@ -20,7 +20,7 @@ use toka_core::config::ModulesConfig;
 use toka_runtime::host::module::{self, ReadError};
 use zeroize::Zeroizing;
 
-use crate::bad;
+use crate::exit::bad;
 
 #[derive(Args, Debug)]
 pub(crate) struct KeygenArgs {
@@ -141,7 +141,7 @@ pub(crate) fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     }
     let mut max_bytes = max_module_bytes(&ModulesConfig::default());
     if let Some(config) = &args.config {
-        let cfg = toka_core::RuntimeConfig::load(config).map_err(bad)?;
+        let cfg = super::load_config(config)?;
         max_bytes = max_module_bytes(&cfg.modules);
         for key in &cfg.trust.trusted_keys {
             let origin = format!("[trust] trusted_keys in {}", config.display());

@@ -1,17 +1,18 @@
-//! `toka compile <dir>`: precompile a folder of modules into the module
-//! cache, and the `--cache-dir`/`--no-cache` flags `run` and `check` share.
+//! `toka compile [<dir>] [--config C]`: precompile modules into the module
+//! cache, in parallel; and what the commands that load modules share: the
+//! `--cache-dir`/`--no-cache` flags of `run` and `check`, the program
+//! modules are compiled in (`toka __compile`), the loading bounds.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use toka_core::RuntimeConfig;
 use toka_core::config::ModulesConfig;
 use toka_runtime::host::cache::{self, Cache};
 use toka_runtime::host::engine::{Codegen, EngineOptions, MemoryLayout, new_engine_with};
 use toka_runtime::host::module::LoadOptions;
 
-use crate::bad;
+use crate::exit::bad;
 
 /// The program `run`, `check`, `compile` and `inspect` compile modules in
 /// (this very binary, as `toka __compile`, so every compile is bounded by
@@ -94,7 +95,7 @@ pub struct CompileArgs {
 
 /// Compile the modules `args` names into the cache in parallel, one line per
 /// module; fails (after trying them all) if any module does not compile.
-pub fn compile(args: CompileArgs) -> anyhow::Result<()> {
+pub fn run(args: CompileArgs) -> anyhow::Result<()> {
     if !cfg!(feature = "compiler") {
         return Err(bad(anyhow::anyhow!(
             "this toka is a runtime-only build (no `compiler` feature): it cannot compile \
@@ -108,7 +109,7 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<()> {
     })?;
     let (mut paths, options, layout, modules) = match &args.config {
         Some(config) => {
-            let cfg = RuntimeConfig::load(config).map_err(bad)?;
+            let cfg = super::load_config(config)?;
             // Exactly what `Runtime::with_options` derives from the config.
             let options = EngineOptions::for_config(&cfg);
             let layout = MemoryLayout::for_agents(cfg.agents.len());

@@ -3,13 +3,13 @@
 //!
 //! `ls` lists namespaces or one namespace's blobs, `put` / `get` / `rm`
 //! manage one blob. The vault directory comes from the configuration that
-//! `toka run` takes (`[vault] path`); its key derives from the secrets master
-//! key ([`vault_key`]), exactly as the runtime derives it. Blob contents are
-//! only ever written to stdout by `get`.
+//! `toka run` takes (`[vault] path`); its key derives from the master key
+//! ([`VaultKey::from_master`]), exactly as the runtime derives it. Blob
+//! contents are only ever written to stdout by `get`.
 //!
-//! `toka secrets rotate-key` re-keys the vault along with the secret store
-//! through the helpers at the end of this module; the protocol that keeps
-//! the two under one master key across crashes is in `secrets_cmd`.
+//! `toka secrets rotate-key` re-keys the vault with the secret store: the
+//! vault takes part in the keyring's rotation as a
+//! [`toka_vault::SealedVault`] ([`crate::stores::sealed`]).
 
 use std::fs;
 use std::io::{self, IsTerminal as _, Read as _, Write as _};
@@ -19,18 +19,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{Context as _, anyhow};
 use clap::Subcommand;
 use toka_core::RuntimeConfig;
-use toka_secrets::{MASTER_KEY_ENV, MasterKey};
+use toka_keyring::MasterKey;
 use toka_vault::{Limits, Vault, VaultKey};
 
-use crate::bad;
-use crate::secrets_cmd::{ConfigArg, KeyOrigin, load_config, master_key};
-
-/// The HKDF context of the vault key; the runtime derives it the same way.
-const VAULT_KEY_CONTEXT: &str = "toka-vault/v1";
-
-/// The vault's manifest file, which `Vault::open` writes first; its presence
-/// means a vault exists in the directory.
-const MANIFEST_FILE: &str = "manifest";
+use super::{ConfigArg, load_config};
+use crate::exit::bad;
+use crate::stores::{self, KeyOrigin};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum VaultCmd {
@@ -105,11 +99,6 @@ pub(crate) fn run(cmd: VaultCmd) -> anyhow::Result<()> {
     }
 }
 
-/// The vault's key, derived from the master key.
-pub(crate) fn vault_key(master: &MasterKey) -> VaultKey {
-    VaultKey::from_bytes(*master.derive(VAULT_KEY_CONTEXT))
-}
-
 fn vault_dir(cfg: &RuntimeConfig, config: &Path) -> anyhow::Result<PathBuf> {
     cfg.vault.path.clone().ok_or_else(|| {
         bad(anyhow!(
@@ -123,42 +112,25 @@ fn vault_dir(cfg: &RuntimeConfig, config: &Path) -> anyhow::Result<PathBuf> {
 fn open(config: &Path, create: bool) -> anyhow::Result<(RuntimeConfig, Vault)> {
     let cfg = load_config(config)?;
     let dir = vault_dir(&cfg, config)?;
-    if !create && !dir.join(MANIFEST_FILE).exists() {
+    if !create && !stores::vault_exists(&dir) {
         return Err(bad(anyhow!(
             "no vault at {} yet (`toka vault put` creates it)",
             dir.display()
         )));
     }
-    let (master, origin) = master_key(&cfg)?;
+    let (master, origin) = stores::master_key(&cfg)?;
     let vault = open_dir(&dir, &master, &origin)?;
     Ok((cfg, vault))
 }
 
-pub(crate) fn open_dir(
-    dir: &Path,
-    master: &MasterKey,
-    origin: &KeyOrigin,
-) -> anyhow::Result<Vault> {
-    Vault::open(dir, vault_key(master)).map_err(|e| match e {
+fn open_dir(dir: &Path, master: &MasterKey, origin: &KeyOrigin) -> anyhow::Result<Vault> {
+    Vault::open(dir, VaultKey::from_master(master)).map_err(|e| match e {
         toka_vault::Error::WrongKey { .. } => bad(anyhow!(
             "wrong key: {origin} does not open the vault at {}",
             dir.display()
         )),
-        other => vault_error(other),
+        other => other.into(),
     })
-}
-
-/// Bad requests (names, sizes) exit with 2, failures with 1.
-fn vault_error(e: toka_vault::Error) -> anyhow::Error {
-    use toka_vault::Error as E;
-    match e {
-        E::InvalidNamespace { .. }
-        | E::InvalidName { .. }
-        | E::InvalidContentType { .. }
-        | E::TooLarge { .. }
-        | E::QuotaExceeded { .. } => bad(e),
-        other => anyhow::Error::new(other),
-    }
 }
 
 fn ls(config: &Path, namespace: Option<&str>) -> anyhow::Result<()> {
@@ -170,8 +142,7 @@ fn ls(config: &Path, namespace: Option<&str>) -> anyhow::Result<()> {
         return Ok(());
     };
     let rows: Vec<[String; 5]> = vault
-        .list(namespace)
-        .map_err(vault_error)?
+        .list(namespace)?
         .into_iter()
         .map(|e| {
             let updated = UNIX_EPOCH + Duration::from_millis(e.updated_ms);
@@ -237,9 +208,7 @@ fn put(
         max_blob_bytes: cfg.vault.max_blob_mb << 20,
         quota_bytes: u64::MAX,
     };
-    let entry = vault
-        .put(namespace, name, content_type, &data, &limits)
-        .map_err(vault_error)?;
+    let entry = vault.put(namespace, name, content_type, &data, &limits)?;
     println!(
         "stored {namespace}/{name} ({} bytes, sha256 {})",
         entry.size,
@@ -251,8 +220,7 @@ fn put(
 fn get(config: &Path, namespace: &str, name: &str) -> anyhow::Result<()> {
     let (_, vault) = open(config, false)?;
     let (_, data) = vault
-        .get(namespace, name)
-        .map_err(vault_error)?
+        .get(namespace, name)?
         .ok_or_else(|| bad(anyhow!("no blob {name} in namespace {namespace}")))?;
     let mut out = io::stdout().lock();
     out.write_all(&data)
@@ -263,69 +231,9 @@ fn get(config: &Path, namespace: &str, name: &str) -> anyhow::Result<()> {
 
 fn rm(config: &Path, namespace: &str, name: &str) -> anyhow::Result<()> {
     let (_, vault) = open(config, false)?;
-    if !vault.delete(namespace, name).map_err(vault_error)? {
+    if !vault.delete(namespace, name)? {
         return Err(bad(anyhow!("no blob {name} in namespace {namespace}")));
     }
     println!("removed {namespace}/{name}");
-    Ok(())
-}
-
-/// The configured vault's directory, if a vault exists there (its manifest,
-/// the first file a vault writes, is present): the one a key rotation must
-/// re-key.
-pub(crate) fn existing_vault(cfg: &RuntimeConfig) -> Option<&Path> {
-    cfg.vault
-        .path
-        .as_deref()
-        .filter(|dir| dir.join(MANIFEST_FILE).exists())
-}
-
-/// Whether the vault in `dir` is sealed under `master`. Reads only the
-/// manifest's key check: no lock, nothing changed.
-pub(crate) fn is_under(dir: &Path, master: &MasterKey) -> anyhow::Result<bool> {
-    let matches = Vault::key_matches(dir, &vault_key(master))
-        .map_err(vault_error)
-        .with_context(|| format!("checking the key of the vault at {}", dir.display()))?;
-    Ok(matches == Some(true))
-}
-
-/// Re-encrypts `vault` under the key derived from `new`; returns how many
-/// blobs it holds. Crash-safe on its own (see `Vault::rekey`).
-pub(crate) fn rekey(vault: &mut Vault, new: &MasterKey) -> anyhow::Result<usize> {
-    let dir = vault.dir().to_owned();
-    vault
-        .rekey(vault_key(new))
-        .map_err(vault_error)
-        .with_context(|| format!("re-keying the vault at {}", dir.display()))
-}
-
-/// For a rotation of a key from `TOKA_MASTER_KEY`, which has no key file to
-/// record the new key in before anything changes: refuses while `vault`
-/// holds blobs (a crash between re-keying the vault and rotating the store
-/// would leave them under different keys), and resets an empty vault (its
-/// manifest removed), so it is created anew under whichever key opens it
-/// next and no crash can strand it.
-pub(crate) fn reset_for_env_rotation(vault: Vault) -> anyhow::Result<()> {
-    let dir = vault.dir().to_owned();
-    let namespaces = vault.namespaces()?;
-    if !namespaces.is_empty() {
-        return Err(bad(anyhow!(
-            "the vault at {} holds blobs (namespaces: {}), and with the master key in \
-             {MASTER_KEY_ENV} there is no key file to record the new key in before the vault \
-             and the store change: a crash between the two would leave them under different \
-             keys. Rotate through a key file instead: write the key to a file (mode 0600), \
-             set [secrets] key_file to it, unset {MASTER_KEY_ENV}, run `toka secrets \
-             rotate-key`, then take the new key from the file",
-            dir.display(),
-            namespaces.join(", ")
-        )));
-    }
-    // Removed while the vault is still open, so no other process writes to
-    // it in between.
-    let manifest = dir.join(MANIFEST_FILE);
-    fs::remove_file(&manifest)
-        .with_context(|| format!("resetting the empty vault at {}", dir.display()))?;
-    crate::secrets_cmd::sync_parent(&manifest)?;
-    drop(vault);
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The host side of `toka:runtime/auth`: Argon2id password hashes and
+//! The host side of `toka:runtime/auth` (feature `host`): Argon2id password hashes and
 //! Ed25519-signed tokens, each operation granted on its own
 //! (`auth = ["password", "issue-token", "verify-token"]`).
 //!
@@ -8,13 +8,66 @@
 
 use std::sync::Arc;
 
-use toka_auth::token::{self, Audience, Claims, Validation};
-use toka_auth::{SigningKey, password};
+use toka_capability::bindings::{auth, types};
+use toka_capability::{CapError, Capability, Has, OpenCx, View};
+use toka_core::{AgentConfig, RuntimeConfig};
 use toka_secrets::SecretStore;
+use wasmtime::component::{HasData, Linker};
 
-use super::bindings::{auth, types};
-use super::caps::CapError;
-use super::state::HostState;
+use crate::token::{self, Audience, Claims, Validation};
+use crate::{SigningKey, password};
+
+/// The `auth` capability.
+#[derive(Debug)]
+pub struct Auth {
+    /// The token key, when some agent may issue or verify tokens.
+    key: Option<Arc<SigningKey>>,
+}
+
+impl Capability for Auth {
+    const NAME: &'static str = "auth";
+    const AGENT_KEYS: &'static [&'static str] = &["auth"];
+    const INTERFACES: &'static [(&'static str, &'static str)] = &[(
+        "toka:runtime/auth",
+        "toka auth: password hashes and signed tokens, each operation as granted",
+    )];
+    /// The operations granted (`password`, `issue-token`, `verify-token`).
+    type Grant = Vec<String>;
+    type AgentState = AuthCtx;
+
+    fn grant(agent: &AgentConfig) -> Result<Option<Vec<String>>, CapError> {
+        Ok((!agent.grants.auth.is_empty()).then(|| agent.grants.auth.clone()))
+    }
+
+    fn open(
+        config: &RuntimeConfig,
+        granted: &[(&AgentConfig, &Vec<String>)],
+        cx: &mut OpenCx,
+    ) -> Result<Self, CapError> {
+        let tokens = granted
+            .iter()
+            .any(|(_, ops)| ops.iter().any(|op| op.ends_with("-token")));
+        let key = if tokens {
+            let store = toka_secrets::host::store(config, cx)?;
+            Some(Arc::new(token_key(&store)?))
+        } else {
+            None
+        };
+        Ok(Auth { key })
+    }
+
+    fn for_agent(&self, agent: &AgentConfig, ops: Vec<String>) -> Result<AuthCtx, CapError> {
+        Ok(AuthCtx::new(&agent.name, &ops, self.key.clone()))
+    }
+
+    fn link<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        auth::add_to_linker::<T, AuthData>(linker, |t| AuthHost(t.view()))
+    }
+
+    fn describe(ops: &Vec<String>) -> String {
+        format!("auth: {}", ops.join(", "))
+    }
+}
 
 /// The secret holding the token signing key.
 pub const TOKEN_KEY_SECRET: &str = "toka/auth/token-key";
@@ -79,16 +132,24 @@ impl AuthCtx {
     }
 }
 
-impl HostState {
-    fn auth_ctx(
-        &self,
-        op: &str,
-        allowed: fn(&AuthCtx) -> bool,
-    ) -> Result<Arc<AuthCtx>, types::Error> {
-        match &self.caps.auth {
-            Some(cx) if allowed(cx) => Ok(cx.clone()),
+/// `toka:runtime/auth` as an agent calls it: its [`View`].
+#[derive(Debug)]
+pub struct AuthHost<'a>(pub View<'a, Auth>);
+
+/// The [`HasData`] marker linking [`AuthHost`].
+#[derive(Debug)]
+pub struct AuthData;
+
+impl HasData for AuthData {
+    type Data<'a> = AuthHost<'a>;
+}
+
+impl AuthHost<'_> {
+    fn auth_ctx(&self, op: &str, allowed: fn(&AuthCtx) -> bool) -> Result<&AuthCtx, types::Error> {
+        match self.0.state {
+            Some(cx) if allowed(cx) => Ok(cx),
             _ => {
-                tracing::warn!(agent = %self.publisher.name(), op, "auth call denied: not granted");
+                tracing::warn!(agent = %self.0.agent, op, "auth call denied: not granted");
                 Err(types::Error::AccessDenied)
             }
         }
@@ -115,7 +176,7 @@ fn to_wit(c: Claims) -> auth::Claims {
     }
 }
 
-impl auth::Host for HostState {
+impl auth::Host for AuthHost<'_> {
     fn hash_password(&mut self, password: String) -> Result<String, types::Error> {
         self.auth_ctx("hash-password", |c| c.password)?;
         password::hash_password(password.as_bytes()).map_err(invalid)
@@ -161,5 +222,79 @@ impl auth::Host for HostState {
         token::verify(&key.verifying_key(), &token, &validation)
             .map(to_wit)
             .map_err(invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auth::Host as _;
+    use wasmtime::component::ResourceTable;
+
+    fn claims() -> auth::Claims {
+        auth::Claims {
+            sub: "user-1".into(),
+            aud: Some("api".into()),
+            exp: token::unix_now() + 600,
+            nbf: None,
+            iat: 0,
+            extra_json: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn each_operation_is_granted_on_its_own() {
+        let key = Arc::new(SigningKey::generate().unwrap());
+        let ctx = AuthCtx::new("gate", &["password".into()], Some(key.clone()));
+        let mut table = ResourceTable::new();
+        let mut host = AuthHost(View {
+            agent: "gate",
+            state: Some(&ctx),
+            table: &mut table,
+        });
+        let hash = host.hash_password("hunter2".into()).unwrap();
+        assert!(host.verify_password("hunter2".into(), hash).unwrap());
+        assert!(matches!(
+            host.issue_token(claims()),
+            Err(types::Error::AccessDenied)
+        ));
+
+        let both = AuthCtx::new(
+            "issuer",
+            &["issue-token".into(), "verify-token".into()],
+            Some(key),
+        );
+        let mut host = AuthHost(View {
+            agent: "issuer",
+            state: Some(&both),
+            table: &mut table,
+        });
+        let token = host.issue_token(claims()).unwrap();
+        assert_eq!(
+            host.verify_token(token, Some("api".into())).unwrap().sub,
+            "user-1"
+        );
+        assert!(matches!(
+            host.hash_password("x".into()),
+            Err(types::Error::AccessDenied)
+        ));
+    }
+
+    #[test]
+    fn an_agent_without_the_grant_is_denied() {
+        let mut table = ResourceTable::new();
+        let mut host = AuthHost(View::<Auth> {
+            agent: "stranger",
+            state: None,
+            table: &mut table,
+        });
+        assert!(matches!(
+            host.hash_password("x".into()),
+            Err(types::Error::AccessDenied)
+        ));
+        assert!(matches!(
+            host.verify_token("t".into(), None),
+            Err(types::Error::AccessDenied)
+        ));
     }
 }

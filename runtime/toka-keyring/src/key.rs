@@ -4,18 +4,89 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chacha20poly1305::aead::OsRng;
-use chacha20poly1305::aead::rand_core::RngCore;
 use hkdf::Hkdf;
 use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
+/// The result type of the key functions.
+pub type Result<T, E = KeyError> = std::result::Result<T, E>;
+
+/// What can go wrong getting a master key. No variant carries key material:
+/// errors name the origin (`TOKA_MASTER_KEY`, a file) and never echo it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Master key material could not be parsed. The input is deliberately
+    /// not included.
+    #[error("invalid master key from {origin}: {reason}")]
+    InvalidKey {
+        /// Where the key came from (`TOKA_MASTER_KEY`, a file path, ...).
+        origin: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// Neither `TOKA_MASTER_KEY` nor a key file was available.
+    #[error("no master key: set TOKA_MASTER_KEY or create a key file with `toka secrets init`")]
+    NoKey,
+
+    /// The configured key file does not exist.
+    #[error(
+        "master key file {} not found: create it with `toka secrets init` or set TOKA_MASTER_KEY",
+        path.display()
+    )]
+    KeyFileMissing {
+        /// The missing file.
+        path: PathBuf,
+    },
+
+    /// [`MasterKey::create_key_file`] refuses to replace a key: it may be
+    /// the only copy able to open a store.
+    #[error("master key file {} already exists; refusing to overwrite it", path.display())]
+    KeyFileExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+
+    /// Reading or writing a key file failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The operating system's random number generator failed.
+    #[error("the operating system random number generator failed")]
+    Random,
+}
+
+impl KeyError {
+    /// Whether the operator can fix it (a key that does not parse, a key
+    /// file missing or in the way), as opposed to the system failing.
+    pub fn is_operator_error(&self) -> bool {
+        !matches!(self, KeyError::Io { .. } | KeyError::Random)
+    }
+}
+
+/// The master key file used when the configuration names none:
+/// `$XDG_CONFIG_HOME/toka/master.key`, else `~/.config/toka/master.key`;
+/// `None` when neither variable is set (empty counts as unset).
+pub fn default_key_file() -> Option<PathBuf> {
+    let non_empty = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    let config_home = match non_empty("XDG_CONFIG_HOME") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(non_empty("HOME")?).join(".config"),
+    };
+    Some(config_home.join("toka").join("master.key"))
+}
 
 /// The environment variable [`MasterKey::from_env`] reads.
 pub const MASTER_KEY_ENV: &str = "TOKA_MASTER_KEY";
@@ -41,12 +112,18 @@ impl MasterKey {
     pub fn generate() -> Result<Self> {
         let mut failed = false;
         let bytes = SecretBox::init_with_mut(|k: &mut [u8; MASTER_KEY_LEN]| {
-            failed = OsRng.try_fill_bytes(k).is_err();
+            failed = getrandom::fill(k).is_err();
         });
         if failed {
-            return Err(Error::Random);
+            return Err(KeyError::Random);
         }
         Ok(Self { bytes })
+    }
+
+    /// The key as standard base64, the form of a key file and of
+    /// `TOKA_MASTER_KEY`; only for writing it where it belongs.
+    pub(crate) fn encode(&self) -> Zeroizing<String> {
+        Zeroizing::new(STANDARD.encode(self.bytes.expose_secret()))
     }
 
     /// Parses standard (padded) base64 that decodes to exactly 32 bytes.
@@ -66,11 +143,11 @@ impl MasterKey {
     pub fn read_key_file(path: &Path) -> Result<Self> {
         let contents = Zeroizing::new(fs::read_to_string(path).map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
-                Error::KeyFileMissing {
+                KeyError::KeyFileMissing {
                     path: path.to_owned(),
                 }
             } else {
-                Error::Io {
+                KeyError::Io {
                     path: path.to_owned(),
                     source,
                 }
@@ -84,11 +161,11 @@ impl MasterKey {
     ///
     /// On unix the file is created with mode 0600 in the same call that
     /// creates it, so it is never readable by others, not even briefly. An
-    /// existing file is never replaced ([`Error::KeyFileExists`]): it may be
+    /// existing file is never replaced ([`KeyError::KeyFileExists`]): it may be
     /// the only key that opens some store.
     pub fn create_key_file(path: &Path) -> Result<Self> {
         let key = Self::generate()?;
-        let io_err = |source| Error::Io {
+        let io_err = |source| KeyError::Io {
             path: path.to_owned(),
             source,
         };
@@ -98,14 +175,14 @@ impl MasterKey {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(path).map_err(|source| {
             if source.kind() == io::ErrorKind::AlreadyExists {
-                Error::KeyFileExists {
+                KeyError::KeyFileExists {
                     path: path.to_owned(),
                 }
             } else {
                 io_err(source)
             }
         })?;
-        let mut line = Zeroizing::new(STANDARD.encode(key.bytes.expose_secret()));
+        let mut line = key.encode();
         line.push('\n');
         let written = file
             .write_all(line.as_bytes())
@@ -121,15 +198,15 @@ impl MasterKey {
     }
 
     /// The key to use: `TOKA_MASTER_KEY` if set, else `key_file` if given,
-    /// else [`Error::NoKey`] explaining how to create one.
+    /// else [`KeyError::NoKey`] explaining how to create one.
     pub fn resolve(key_file: Option<&Path>) -> Result<Self> {
         Self::resolve_from(std::env::var_os(MASTER_KEY_ENV), key_file)
     }
 
     /// A 32-byte subkey for `context` (HKDF-SHA256). Distinct contexts give
     /// independent keys, so each capability can hold its own without being
-    /// able to compute another's. Use `"<crate>/<purpose>/v<n>"`, e.g.
-    /// `"toka-vault/data/v1"`; `"toka-secrets/"` is taken by this crate.
+    /// able to compute another's. Take the context from
+    /// [`contexts`](crate::contexts), the one table of them.
     pub fn derive(&self, context: &str) -> Zeroizing<[u8; 32]> {
         let hkdf = Hkdf::<Sha256>::new(Some(HKDF_SALT), self.bytes.expose_secret());
         let mut out = Zeroizing::new([0; 32]);
@@ -142,7 +219,7 @@ impl MasterKey {
         let Some(value) = value else {
             return Ok(None);
         };
-        let value = Zeroizing::new(value.into_string().map_err(|_| Error::InvalidKey {
+        let value = Zeroizing::new(value.into_string().map_err(|_| KeyError::InvalidKey {
             origin: MASTER_KEY_ENV.to_owned(),
             reason: "is not valid Unicode",
         })?);
@@ -155,12 +232,12 @@ impl MasterKey {
         }
         match key_file {
             Some(path) => Self::read_key_file(path),
-            None => Err(Error::NoKey),
+            None => Err(KeyError::NoKey),
         }
     }
 
     fn parse(encoded: &str, origin: &str) -> Result<Self> {
-        let invalid = |reason| Error::InvalidKey {
+        let invalid = |reason| KeyError::InvalidKey {
             origin: origin.to_owned(),
             reason,
         };
@@ -228,7 +305,7 @@ mod tests {
         ] {
             let err = MasterKey::from_base64(input).unwrap_err();
             let shown = format!("{err} {err:?}");
-            assert!(matches!(err, Error::InvalidKey { .. }), "{shown}");
+            assert!(matches!(err, KeyError::InvalidKey { .. }), "{shown}");
             assert!(shown.contains(reason), "{shown}");
             if !input.is_empty() {
                 assert!(!shown.contains(input), "error echoes the input: {shown}");
@@ -257,10 +334,11 @@ mod tests {
     #[test]
     fn derive_separates_contexts_and_is_deterministic() {
         let key = MasterKey::from_base64(&encoded(1)).unwrap();
-        assert_eq!(*key.derive("toka-vault/v1"), *key.derive("toka-vault/v1"));
-        assert_ne!(*key.derive("toka-vault/v1"), *key.derive("toka-auth/v1"));
+        let (vault, secrets) = (crate::contexts::VAULT, crate::contexts::SECRETS);
+        assert_eq!(*key.derive(vault), *key.derive(vault));
+        assert_ne!(*key.derive(vault), *key.derive(secrets));
         let other = MasterKey::from_base64(&encoded(2)).unwrap();
-        assert_ne!(*key.derive("toka-vault/v1"), *other.derive("toka-vault/v1"));
+        assert_ne!(*key.derive(vault), *other.derive(vault));
     }
 
     #[cfg(unix)]
@@ -280,7 +358,7 @@ mod tests {
         assert!(same_key(&key, &MasterKey::read_key_file(&path).unwrap()));
 
         let err = MasterKey::create_key_file(&path).unwrap_err();
-        assert!(matches!(err, Error::KeyFileExists { .. }), "{err}");
+        assert!(matches!(err, KeyError::KeyFileExists { .. }), "{err}");
         assert_eq!(fs::read_to_string(&path).unwrap(), contents);
     }
 
@@ -288,7 +366,7 @@ mod tests {
     fn missing_key_file_says_how_to_create_one() {
         let dir = tempfile::tempdir().unwrap();
         let err = MasterKey::read_key_file(&dir.path().join("nope")).unwrap_err();
-        assert!(matches!(err, Error::KeyFileMissing { .. }));
+        assert!(matches!(err, KeyError::KeyFileMissing { .. }));
         assert!(err.to_string().contains("toka secrets init"));
     }
 
@@ -322,7 +400,7 @@ mod tests {
         assert!(err.to_string().contains(MASTER_KEY_ENV), "{err}");
 
         let err = MasterKey::resolve_from(None, None).unwrap_err();
-        assert!(matches!(err, Error::NoKey));
+        assert!(matches!(err, KeyError::NoKey));
         let msg = err.to_string();
         assert!(
             msg.contains("toka secrets init") && msg.contains(MASTER_KEY_ENV),

@@ -1,0 +1,528 @@
+//! `[[agents]]`: [`AgentConfig`], its [`Grants`], how agent names and module
+//! files are checked and found, and which keys of an agent's table are
+//! built in, owned by a capability, or free-form settings.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::{Result, child};
+use super::limits::{Limits, apply_limit};
+use super::located::{AgentKeys, Doc, Item, LocatedTable, Table};
+use super::sections::MAX_VAULT_MB;
+use crate::event::kinds::RUNTIME_SOURCE;
+use crate::topic::PatternSet;
+
+/// Longest accepted agent name, in characters.
+pub const MAX_AGENT_NAME_LEN: usize = 64;
+
+/// The operations `auth = [...]` may grant, each on its own.
+pub const AUTH_GRANTS: [&str; 3] = ["password", "issue-token", "verify-token"];
+
+/// Default `[[agents]] vault_quota_mb`: total size of an agent's own vault
+/// namespace, in MiB. (`toka-vault`'s `DEFAULT_QUOTA_BYTES` is the same
+/// 64 MiB; the runtime always passes `vault_quota_mb << 20`.)
+pub const DEFAULT_VAULT_QUOTA_MB: u64 = 64;
+
+/// Capabilities granted to one agent; everything is denied by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants {
+    /// Key `secrets`: secret-name patterns the agent may read (`"stripe/*"`,
+    /// `"db/password"`, `"team/**"`). Empty = none.
+    pub secrets: Vec<String>,
+    /// Key `vault = true`: the agent may use its own vault namespace (named
+    /// after the agent).
+    pub vault: bool,
+    /// Key `vault_shared`: further vault namespaces the agent may use.
+    pub vault_shared: Vec<String>,
+    /// Key `vault_quota_mb`: total size of the agent's own namespace. Default
+    /// [`DEFAULT_VAULT_QUOTA_MB`] (64); must be `1..=`[`MAX_VAULT_MB`].
+    pub vault_quota_mb: u64,
+    /// Key `auth`: any of [`AUTH_GRANTS`].
+    pub auth: Vec<String>,
+}
+
+impl Default for Grants {
+    /// Nothing granted; the quota an agent gets when it is granted the vault
+    /// without `vault_quota_mb`.
+    fn default() -> Self {
+        Grants {
+            secrets: Vec::new(),
+            vault: false,
+            vault_shared: Vec::new(),
+            vault_quota_mb: DEFAULT_VAULT_QUOTA_MB,
+            auth: Vec::new(),
+        }
+    }
+}
+
+/// One `[[agents]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Key `name` (required). 1-64 characters of `A-Z a-z 0-9 _ -`; unique
+    /// across agents; `toka` is reserved for the runtime.
+    pub name: String,
+    /// Key `module` if given (a relative path is resolved against
+    /// `modules_dir`; an absolute one is used as is); else
+    /// `<modules_dir>/<name>.wasm` if that file exists, else
+    /// `<modules_dir>/<snake_case(name)>.wasm` (`Logger` -> `logger.wasm`,
+    /// `IndexerAgent` -> `indexer_agent.wasm`, `my-agent` stays `my-agent.wasm`).
+    pub module: PathBuf,
+    /// True when `module` was given explicitly.
+    pub module_explicit: bool,
+    /// Key `subscribe`: array of patterns (see [`crate::topic`]). Default empty
+    /// = receives nothing.
+    pub subscribe: PatternSet,
+    /// Key `publish`: array of patterns. Default empty = may publish nothing.
+    /// Patterns starting with the literal segment `toka` are rejected.
+    pub publish: PatternSet,
+    /// Key `every` (humantime, e.g. `"5s"`, >= 1ms): the agent's own tick
+    /// period. Default `None`.
+    pub every: Option<Duration>,
+    /// Effective limits: `[limits]` overridden by the agent's own limit keys.
+    pub limits: Limits,
+    /// Keys `secrets`, `vault`, `vault_shared`, `vault_quota_mb`, `auth`.
+    pub grants: Grants,
+    /// Every other key of the agent's table, in file order, rendered as
+    /// strings: strings as is (after interpolation), other values in their TOML
+    /// spelling (`42`, `true`, `[1, 2]`, `{ a = 1 }`).
+    pub settings: Vec<(String, String)>,
+    /// Where this agent's table starts, for later error messages:
+    /// `"config/x.toml:7:1"`.
+    pub location: String,
+    /// The keys a capability declared as its own
+    /// ([`Declared::agent_keys`](super::Declared::agent_keys)), interpolated
+    /// and located but not validated: they are not in `settings`. Read them
+    /// with [`keys`](Self::keys). Empty when nothing was declared.
+    pub owned: LocatedTable,
+}
+
+impl AgentConfig {
+    /// The capability-owned keys of this agent, with located getters whose
+    /// errors name `agents[i].<key>` and where it was written.
+    pub fn keys(&self) -> AgentKeys<'_> {
+        AgentKeys::new(&self.name, self.owned.section())
+    }
+}
+
+/// True for a valid `[[agents]] name`: 1-[`MAX_AGENT_NAME_LEN`] characters of
+/// `A-Z a-z 0-9 _ -`. (The loader also refuses the runtime's own name, `toka`.)
+pub fn valid_agent_name(name: &str) -> bool {
+    (1..=MAX_AGENT_NAME_LEN).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `IndexerAgent` -> `indexer_agent`, `HTTPServer` -> `http_server`; names
+/// without upper-case letters are returned unchanged.
+/// The file name an agent's module gets when `module` is not given:
+/// `Logger` -> `logger`, `IndexerAgent` -> `indexer_agent`, `HTTPServer` ->
+/// `http_server`, `agent2Go` -> `agent2_go`; `-` and `_` are kept.
+pub fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev = i.checked_sub(1).map(|p| chars[p]);
+            let next = chars.get(i + 1);
+            let boundary = match prev {
+                Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_ascii_uppercase() => next.is_some_and(|n| n.is_ascii_lowercase()),
+                _ => false,
+            };
+            if boundary {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn default_module(modules_dir: &Path, name: &str) -> PathBuf {
+    let exact = modules_dir.join(format!("{name}.wasm"));
+    if exact.exists() {
+        exact
+    } else {
+        modules_dir.join(format!("{}.wasm", snake_case(name)))
+    }
+}
+
+/// The `agents` array. Keys named in `owned` that are not built-in agent
+/// keys go to each agent's [`AgentConfig::owned`] instead of its settings.
+pub(super) fn parse(
+    doc: &Arc<Doc>,
+    node: &Item,
+    modules_dir: &Path,
+    defaults: &Limits,
+    owned: &[&str],
+) -> Result<Vec<AgentConfig>> {
+    let items = doc.array(node, "agents", "an array of tables (`[[agents]]`)")?;
+    let mut agents: Vec<AgentConfig> = Vec::with_capacity(items.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let agent = parse_agent(doc, i, item, modules_dir, defaults, owned)?;
+        if let Some(first) = seen.insert(agent.name.clone(), i) {
+            let name_node = item.get("name").unwrap_or(item);
+            return Err(doc.invalid(
+                name_node,
+                &format!("agents[{i}].name"),
+                format!(
+                    "duplicate agent name {:?} (first used at {})",
+                    agent.name, agents[first].location
+                ),
+            ));
+        }
+        agents.push(agent);
+    }
+    Ok(agents)
+}
+
+fn parse_agent(
+    doc: &Arc<Doc>,
+    index: usize,
+    node: &Item,
+    modules_dir: &Path,
+    defaults: &Limits,
+    owned_keys: &[&str],
+) -> Result<AgentConfig> {
+    let prefix = format!("agents[{index}]");
+    let table = doc.table(node, &prefix)?;
+
+    let name_key = format!("{prefix}.name");
+    let Some(name_node) = table.get("name") else {
+        return Err(doc.invalid(node, &name_key, "missing required key `name`"));
+    };
+    let name = doc.str(name_node, &name_key)?;
+    if !valid_agent_name(name) {
+        return Err(doc.invalid(
+            name_node,
+            &name_key,
+            format!(
+                "invalid agent name {name:?}: must be 1-{MAX_AGENT_NAME_LEN} characters of A-Z a-z 0-9 _ -"
+            ),
+        ));
+    }
+    if name == RUNTIME_SOURCE {
+        return Err(doc.invalid(
+            name_node,
+            &name_key,
+            format!("agent name {name:?} is reserved for the runtime"),
+        ));
+    }
+
+    let mut module = None;
+    let mut subscribe = PatternSet::default();
+    let mut publish = PatternSet::default();
+    let mut every = None;
+    let mut limits = *defaults;
+    let mut grants = Grants::default();
+    let mut owned = Table::default();
+    let mut settings: Vec<(usize, String, String)> = Vec::new();
+    for entry in table {
+        let (k, value) = (entry.key.as_str(), &entry.item);
+        let path = child(&prefix, k);
+        match k {
+            "name" => {}
+            // Relative to modules_dir: `module` names a file among the
+            // operator's modules, wherever the config itself lives.
+            "module" => module = Some(modules_dir.join(doc.path(value, &path)?)),
+            "subscribe" => subscribe = doc.patterns(value, &path, false)?,
+            "publish" => publish = doc.patterns(value, &path, true)?,
+            "every" => every = Some(doc.duration(value, &path, Duration::from_millis(1))?),
+            "secrets" => grants.secrets = doc.strings(value, &path)?,
+            "vault" => grants.vault = doc.bool(value, &path)?,
+            "vault_shared" => grants.vault_shared = doc.strings(value, &path)?,
+            "vault_quota_mb" => grants.vault_quota_mb = doc.uint(value, &path, 1, MAX_VAULT_MB)?,
+            "auth" => {
+                let ops = doc.strings(value, &path)?;
+                if let Some(bad) = ops.iter().find(|op| !AUTH_GRANTS.contains(&op.as_str())) {
+                    return Err(doc.invalid(
+                        value,
+                        &path,
+                        format!("unknown auth grant {bad:?}; expected any of {AUTH_GRANTS:?}"),
+                    ));
+                }
+                grants.auth = ops;
+            }
+            _ => {
+                if apply_limit(doc, &mut limits, k, value, &path)? {
+                    // A limit override.
+                } else if owned_keys.contains(&k) {
+                    owned.push(entry.clone());
+                } else {
+                    let rendered = doc.render(value, &path)?;
+                    settings.push((entry.key_at, k.to_owned(), rendered));
+                }
+            }
+        }
+    }
+    // The table is keyed alphabetically; operators expect their own order back.
+    settings.sort_by_key(|(offset, _, _)| *offset);
+
+    let module_explicit = module.is_some();
+    let module = module.unwrap_or_else(|| default_module(modules_dir, name));
+    Ok(AgentConfig {
+        name: name.to_owned(),
+        module,
+        module_explicit,
+        subscribe,
+        publish,
+        every,
+        limits,
+        grants,
+        settings: settings.into_iter().map(|(_, k, v)| (k, v)).collect(),
+        location: doc.location(node.at()),
+        owned: LocatedTable::new(doc, prefix, node.at(), owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::testing::{MINIMAL, no_env, parse, parse_err};
+    use crate::config::{Declared, RuntimeConfig};
+
+    #[test]
+    fn snake_case_names() {
+        assert_eq!(snake_case("Logger"), "logger");
+        assert_eq!(snake_case("IndexerAgent"), "indexer_agent");
+        assert_eq!(snake_case("my-agent"), "my-agent");
+        assert_eq!(snake_case("HTTPServer"), "http_server");
+        assert_eq!(snake_case("agent2Go"), "agent2_go");
+    }
+
+    #[test]
+    fn bad_subscribe_pattern_names_agent_and_line() {
+        let err = parse_err(
+            "[[agents]]\nname = \"A\"\n\n[[agents]]\nname = \"B\"\nsubscribe = [\"ok.*\", \"a..b\"]\n",
+        );
+        assert_eq!(err.key(), Some("agents[1].subscribe"));
+        assert_eq!((err.line(), err.column()), (Some(6), Some(22)));
+        assert!(err.to_string().contains("empty segment"), "{err}");
+    }
+
+    #[test]
+    fn agent_names_are_unique_and_toka_is_reserved() {
+        let err = parse_err("[[agents]]\nname = \"A\"\n[[agents]]\nname = \"A\"\n");
+        assert_eq!(err.key(), Some("agents[1].name"));
+        assert_eq!(err.line(), Some(4));
+        assert!(err.to_string().contains("config/x.toml:1:1"), "{err}");
+
+        let err = parse_err("[[agents]]\nname = \"toka\"\n");
+        assert_eq!(err.key(), Some("agents[0].name"));
+        assert!(err.to_string().contains("reserved"), "{err}");
+
+        let err = parse_err("[[agents]]\nname = \"has space\"\n");
+        assert_eq!(err.key(), Some("agents[0].name"));
+    }
+
+    #[test]
+    fn missing_name_points_at_agent_header() {
+        let err = parse_err("[event_bus]\n\n[[agents]]\nmodule = \"x.wasm\"\n");
+        assert_eq!(err.key(), Some("agents[0].name"));
+        assert_eq!((err.line(), err.column()), (Some(3), Some(1)));
+    }
+
+    #[test]
+    fn runtime_kinds_cannot_be_granted_for_publishing() {
+        let err = parse_err("[[agents]]\nname = \"A\"\npublish = [\"orders.*\", \"toka.tick\"]\n");
+        assert_eq!(err.key(), Some("agents[0].publish"));
+        assert_eq!(err.line(), Some(3));
+        let err = parse_err("[[agents]]\nname = \"A\"\npublish = [\"TOKA.x\"]\n");
+        assert_eq!(err.key(), Some("agents[0].publish"));
+        let err = parse_err("[[agents]]\nname = \"A\"\npublish = [\"Toka.>\"]\n");
+        assert_eq!(err.key(), Some("agents[0].publish"));
+
+        let cfg =
+            parse("[[agents]]\nname = \"A\"\npublish = [\"*.created\", \"tokamak.x\"]\n").unwrap();
+        assert!(cfg.agents[0].publish.matches("orders.created"));
+        assert!(cfg.agents[0].publish.matches("tokamak.x"));
+    }
+
+    #[test]
+    fn free_form_settings_render_in_file_order() {
+        let cfg = parse(
+            r#"
+[[agents]]
+name = "A"
+zeta = "text"
+count = 42
+enabled = true
+ids = [1, 2]
+opts = { a = 1 }
+ratio = 0.5
+"#,
+        )
+        .unwrap();
+        let settings: Vec<(&str, &str)> = cfg.agents[0]
+            .settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                ("zeta", "text"),
+                ("count", "42"),
+                ("enabled", "true"),
+                ("ids", "[1, 2]"),
+                ("opts", "{ a = 1 }"),
+                ("ratio", "0.5"),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_is_a_humantime_duration() {
+        let cfg = parse("[[agents]]\nname = \"A\"\nevery = \"5s\"\n").unwrap();
+        assert_eq!(cfg.agents[0].every, Some(Duration::from_secs(5)));
+        assert_eq!(parse(MINIMAL).unwrap().agents[0].every, None);
+
+        let err = parse_err("[[agents]]\nname = \"A\"\nevery = \"soon\"\n");
+        assert_eq!(err.key(), Some("agents[0].every"));
+        assert_eq!((err.line(), err.column()), (Some(3), Some(9)));
+
+        let err = parse_err("[[agents]]\nname = \"A\"\nevery = \"0s\"\n");
+        assert_eq!(err.key(), Some("agents[0].every"));
+    }
+
+    #[test]
+    fn explicit_module_resolves_against_modules_dir() {
+        let cfg =
+            parse("modules_dir = \"wasm\"\n[[agents]]\nname = \"A\"\nmodule = \"bin/a.wasm\"\n")
+                .unwrap();
+        assert_eq!(cfg.modules_dir, PathBuf::from("/etc/toka/wasm"));
+        assert_eq!(
+            cfg.agents[0].module,
+            PathBuf::from("/etc/toka/wasm/bin/a.wasm")
+        );
+        assert!(cfg.agents[0].module_explicit);
+    }
+
+    #[test]
+    fn agents_must_be_an_array_of_tables() {
+        let err = parse_err("[agents]\nname = \"A\"\n");
+        assert_eq!(err.key(), Some("agents"));
+        assert_eq!(err.line(), Some(1));
+    }
+
+    #[test]
+    fn grants_are_parsed_and_denied_by_default() {
+        let cfg = parse(
+            r#"
+            [secrets]
+            path = "s.db"
+            key_file = "master.key"
+            [trust]
+            require_signatures = true
+            trusted_keys = ["keys/ops.pub", "toka-ed25519-public:AAAA"]
+            [[agents]]
+            name = "plain"
+            [[agents]]
+            name = "payments"
+            secrets = ["stripe/*"]
+            vault = true
+            vault_shared = ["reports"]
+            vault_quota_mb = 8
+            auth = ["password", "verify-token"]
+            "#,
+        )
+        .unwrap();
+        let plain = &cfg.agents[0].grants;
+        assert!(plain.secrets.is_empty() && !plain.vault && plain.auth.is_empty());
+        assert_eq!(plain.vault_quota_mb, 64);
+        let pay = &cfg.agents[1].grants;
+        assert_eq!(pay.secrets, ["stripe/*"]);
+        assert!(pay.vault);
+        assert_eq!(
+            (pay.vault_shared.as_slice(), pay.vault_quota_mb),
+            (&["reports".to_owned()][..], 8)
+        );
+        assert_eq!(pay.auth, ["password", "verify-token"]);
+        assert!(
+            cfg.agents[1].settings.is_empty(),
+            "grant keys are not settings"
+        );
+        assert!(cfg.trust.require_signatures);
+        assert!(cfg.trust.trusted_keys[0].ends_with("keys/ops.pub"));
+        assert_eq!(cfg.trust.trusted_keys[1], "toka-ed25519-public:AAAA");
+        assert!(cfg.secrets.path.unwrap().ends_with("s.db"));
+
+        let err = parse("[[agents]]\nname = \"x\"\nauth = [\"root\"]\n").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown auth grant \"root\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn declared_agent_keys_are_owned_not_settings() {
+        let text = "[[agents]]\nname = \"A\"\nfuel = 5\ntoken_ttl = \"${TTL}\"\n\
+                    colour = \"red\"\nsecrets = [\"db/*\"]\n\n[[agents]]\nname = \"B\"\n";
+        let env = |k: &str| (k == "TTL").then(|| "90s".to_owned());
+        let declared = Declared {
+            sections: &[],
+            // Built-in keys (a grant, a limit) stay built in.
+            agent_keys: &["token_ttl", "secrets", "fuel"],
+        };
+        let cfg = RuntimeConfig::parse_declared(
+            text,
+            Path::new("config/x.toml"),
+            Path::new("/etc/toka"),
+            &declared,
+            &env,
+        )
+        .unwrap();
+        let a = &cfg.agents[0];
+        assert_eq!(a.settings, [("colour".to_owned(), "red".to_owned())]);
+        assert_eq!(a.grants.secrets, ["db/*"]);
+        assert_eq!(a.limits.fuel, Some(5));
+        let keys = a.keys();
+        assert_eq!(keys.keys().collect::<Vec<_>>(), ["token_ttl"]);
+        assert_eq!(
+            keys.get_duration("token_ttl", Duration::ZERO).unwrap(),
+            Some(Duration::from_secs(90)),
+            "owned keys are interpolated"
+        );
+        assert!(cfg.agents[1].keys().is_empty());
+        assert_eq!(cfg.agent_keys(1).unwrap().agent(), "B");
+
+        // Undeclared, the same key is a free-form setting, as before.
+        let cfg = RuntimeConfig::parse_str_with_env(
+            text,
+            Path::new("config/x.toml"),
+            Path::new("/etc/toka"),
+            &[],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.agents[0].settings[0],
+            ("token_ttl".into(), "90s".into())
+        );
+        assert!(cfg.agents[0].owned.is_empty());
+
+        // Owned keys are not validated while loading: their capability does that.
+        let odd = "[[agents]]\nname = \"A\"\ntoken_ttl = 1.5\n";
+        let cfg = RuntimeConfig::parse_declared(
+            odd,
+            Path::new("config/x.toml"),
+            Path::new("/etc/toka"),
+            &declared,
+            &no_env,
+        )
+        .unwrap();
+        let err = cfg.agents[0].keys().get_str("token_ttl").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config/x.toml:3:13: agents[0].token_ttl: expected a string, found a float"
+        );
+    }
+}

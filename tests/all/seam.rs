@@ -1,0 +1,114 @@
+//! The capability seam: what the kernel derives from its one list of
+//! capabilities reaches the operator's tools: `toka inspect` marks every
+//! interface this build serves as provided, and `toka check` (the plan)
+//! prints each agent's grants as each capability describes them.
+
+use toka_runtime::Runtime;
+use toka_runtime::host::{caps, inspect, module};
+use toka_secrets::{MasterKey, SecretStore};
+use toka_tests::{CAPABLE, config};
+
+#[test]
+fn inspect_marks_every_interface_this_build_serves_as_provided() {
+    let engine = toka_runtime::host::engine::new_engine(&Default::default()).unwrap();
+    let linker = toka_runtime::host::new_linker(&engine).unwrap();
+    let found = inspect::inspect(
+        &engine,
+        &linker,
+        std::path::Path::new(CAPABLE),
+        &module::LoadOptions::default(),
+    )
+    .unwrap();
+    assert!(found.runnable.is_ok(), "{:?}", found.runnable);
+    let served: Vec<&str> = caps::INTERFACES
+        .iter()
+        .flat_map(|s| s.iter().map(|(name, _)| *name))
+        .collect();
+    assert_eq!(
+        served,
+        [
+            "toka:runtime/secrets",
+            "toka:runtime/vault",
+            "toka:runtime/auth"
+        ],
+        "this build registers the three capabilities"
+    );
+    for name in served {
+        let import = found
+            .imports
+            .iter()
+            .find(|i| i.name.split('@').next() == Some(name))
+            .unwrap_or_else(|| panic!("the capable guest imports {name}"));
+        let line = inspect::capability(&import.name);
+        assert!(
+            !line.contains("not provided"),
+            "{} is served by this build: {line}",
+            import.name
+        );
+    }
+    assert!(inspect::capability("toka:runtime/ledger@0.1.1").contains("not provided"));
+}
+
+#[test]
+fn the_plan_prints_each_agents_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("master.key");
+    let db = dir.path().join("secrets.db");
+    let key = MasterKey::create_key_file(&key_file).unwrap();
+    drop(SecretStore::open(&db, key).unwrap());
+    let toml = format!(
+        r#"
+        [secrets]
+        path = {db:?}
+        key_file = {key_file:?}
+        [vault]
+        path = {vault:?}
+
+        [[agents]]
+        name = "billing"
+        module = "capable.wasm"
+        secrets = ["stripe/*", "db/password"]
+
+        [[agents]]
+        name = "archive"
+        module = "capable.wasm"
+        vault = true
+        vault_shared = ["reports"]
+        vault_quota_mb = 8
+
+        [[agents]]
+        name = "gate"
+        module = "capable.wasm"
+        auth = ["password", "verify-token"]
+
+        [[agents]]
+        name = "plain"
+        module = "capable.wasm"
+        "#,
+        vault = dir.path().join("vault"),
+    );
+    let plan = Runtime::new(config(&toml)).unwrap().plan().to_string();
+    // An agent's lines: its header (two spaces) and what is indented under it.
+    let section = |agent: &str| {
+        let header = format!("  {agent} (wasm");
+        plan.lines()
+            .skip_while(|l| !l.starts_with(&header))
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || l.starts_with("    "))
+            .map(|(_, l)| format!("{l}\n"))
+            .collect::<String>()
+    };
+    assert!(
+        section("billing").contains("grants:    secrets: stripe/*, db/password"),
+        "{plan}"
+    );
+    assert!(
+        section("archive").contains("grants:    vault: own, reports (quota 8 MiB each)"),
+        "{plan}"
+    );
+    assert!(
+        section("gate").contains("grants:    auth: password, verify-token"),
+        "{plan}"
+    );
+    assert!(section("plain").contains("grants:    none"), "{plan}");
+}
