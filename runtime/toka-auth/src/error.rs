@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use crate::keys::KeyId;
+use crate::key_id::KeyId;
 
 /// A `Result` whose error defaults to the crate-wide [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

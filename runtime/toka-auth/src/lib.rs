@@ -76,6 +76,7 @@
 pub mod error;
 #[cfg(feature = "host")]
 pub mod host;
+mod key_id;
 pub mod keys;
 pub mod module_sig;
 pub mod password;

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -297,22 +297,17 @@ struct Pool {
     cx: Arc<WorkerContext>,
 }
 
-thread_local! {
-    /// The pool this thread works for (none off the workers), so a host call
-    /// that waits can start a stand-in for it.
-    static POOL: std::cell::RefCell<Option<Arc<Pool>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Guests waiting in host calls right now, process-wide.
-static WAITING: AtomicUsize = AtomicUsize::new(0);
-
 /// How long an idle stand-in waits for work before it checks whether the
 /// wait it stands in for is over.
 const STAND_IN_IDLE: Duration = Duration::from_millis(10);
 
 /// A worker's loop; `retire` is set for stand-ins, which leave once it is.
 fn work(pool: &Arc<Pool>, retire: Option<&AtomicBool>) {
-    POOL.with_borrow_mut(|p| *p = Some(pool.clone()));
+    // A guest that waits in a host call on this thread gets a stand-in.
+    let for_stand_in = pool.clone();
+    crate::host::wait::set_stand_in(Some(std::rc::Rc::new(move || {
+        start_stand_in(&for_stand_in).map(|s| Box::new(s) as Box<dyn std::any::Any>)
+    })));
     loop {
         let index = match retire {
             None => next(&pool.rx),
@@ -339,48 +334,32 @@ fn work(pool: &Arc<Pool>, retire: Option<&AtomicBool>) {
             Some(index) => turn(&pool.cx, &pool.cx.agents[index]),
         }
     }
-    POOL.with_borrow_mut(|p| *p = None);
+    crate::host::wait::set_stand_in(None);
 }
 
 /// A stand-in worker serving the run queue while a guest on this thread
 /// waits in a host call; it leaves (after its current turn) when dropped.
-pub(crate) struct StandIn {
-    retire: Option<Arc<AtomicBool>>,
+struct StandIn {
+    retire: Arc<AtomicBool>,
 }
 
 impl Drop for StandIn {
     fn drop(&mut self) {
-        if let Some(retire) = &self.retire {
-            retire.store(true, Ordering::Release);
-        }
-        WAITING.fetch_sub(1, Ordering::AcqRel);
+        self.retire.store(true, Ordering::Release);
     }
 }
 
-/// Count a wait in a host call, and when it happens on a worker thread start
-/// a stand-in so the pool keeps its size while this worker is parked.
-/// `Err` (a message) when [`MAX_WAITING`](crate::host::wait::MAX_WAITING)
-/// guests already wait or no thread can be started: the caller faults
-/// rather than park a worker with nobody to replace it.
-pub(crate) fn stand_in() -> Result<StandIn, String> {
-    let waiting = WAITING.fetch_add(1, Ordering::AcqRel);
-    let mut guard = StandIn { retire: None };
-    if waiting >= crate::host::wait::MAX_WAITING {
-        return Err(format!(
-            "{waiting} guests are already waiting in host calls (the most allowed)"
-        ));
-    }
-    let Some(pool) = POOL.with_borrow(Clone::clone) else {
-        return Ok(guard);
-    };
+/// Start a stand-in worker for `pool`, so the pool keeps its size while
+/// this worker is parked in a host call (see [`crate::host::wait`]).
+fn start_stand_in(pool: &Arc<Pool>) -> Result<StandIn, String> {
     let retire = Arc::new(AtomicBool::new(false));
     let flag = retire.clone();
+    let pool = pool.clone();
     std::thread::Builder::new()
         .name("toka-stand-in".into())
         .spawn(move || work(&pool, Some(&flag)))
         .map_err(|e| format!("cannot start a stand-in worker: {e}"))?;
-    guard.retire = Some(retire);
-    Ok(guard)
+    Ok(StandIn { retire })
 }
 
 /// The next agent to run; `None` once the queue is gone.

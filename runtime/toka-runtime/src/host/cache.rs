@@ -62,8 +62,9 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::compile::Compiler;
+use super::compile::LoadOptions;
 use super::engine::Codegen;
-use super::module::{self, LoadOptions, ModuleError};
+use super::file::{self as module, ModuleError};
 
 /// The artifact file format version; part of the key and of every header.
 /// (2: keyed on [`Codegen`] rather than wasmtime's compatibility hash.)

@@ -19,16 +19,19 @@ use std::sync::Arc;
 
 pub use toka_capability::CapError;
 #[allow(unused_imports, reason = "used only when a capability is built in")]
-use toka_capability::{Capability, Has, OpenCx, View};
+use toka_capability::{Capability, OpenCx};
 use toka_core::{AgentConfig, RuntimeConfig};
-use wasmtime::component::Linker;
 
-use super::state::HostState;
+/// Agent state that holds capability `C`'s state for one agent (the kernel's
+/// store data gives each capability its view from it).
+pub trait Holds<C: Capability> {
+    /// `C`'s state for this agent, or `None` when it holds no grant.
+    fn holds(&self) -> Option<&C::AgentState>;
+}
 
-/// Declares the registered capabilities and derives, from that one list,
-/// [`BUILT`], [`INTERFACES`], [`AgentCaps`], [`Capabilities`], [`link`] and
-/// each `Has<C> for HostState`.
-macro_rules! capabilities {
+/// Derives, from the one list in [`registered!`], [`BUILT`], [`INTERFACES`],
+/// [`AgentCaps`] (and its [`Holds`] impls) and [`Capabilities`].
+macro_rules! define {
     ($( #[cfg($meta:meta)] $field:ident : $ty:ty ),* $(,)?) => {
         /// The capabilities compiled into this build, by name (`toka --version`).
         pub const BUILT: &[&str] = &[$( #[cfg($meta)] <$ty as Capability>::NAME, )*];
@@ -111,34 +114,32 @@ macro_rules! capabilities {
             }
         }
 
-        /// Link every capability of this build.
-        pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-            $( #[cfg($meta)] <$ty as Capability>::link(linker)?; )*
-            let _ = linker;
-            Ok(())
-        }
-
         $(
             #[cfg($meta)]
-            impl Has<$ty> for HostState {
-                fn view(&mut self) -> View<'_, $ty> {
-                    View {
-                        agent: self.publisher.name(),
-                        state: self.caps.$field.as_deref(),
-                        table: &mut self.table,
-                    }
+            impl Holds<$ty> for AgentCaps {
+                fn holds(&self) -> Option<&<$ty as Capability>::AgentState> {
+                    self.$field.as_deref()
                 }
             }
         )*
     };
 }
 
-capabilities! {
-    #[cfg(feature = "secrets")] secrets: toka_secrets::host::Secrets,
-    #[cfg(feature = "vault")] vault: toka_vault::host::Vault,
-    #[cfg(feature = "auth")] auth: toka_auth::host::Auth,
+/// The registered capabilities: one line each. Every list the kernel needs
+/// is derived from this one by passing a macro to it (`define` here; the
+/// linker's in `host::new_linker`).
+macro_rules! registered {
+    ($derive:ident) => {
+        $derive! {
+            #[cfg(feature = "secrets")] secrets: toka_secrets::host::Secrets,
+            #[cfg(feature = "vault")] vault: toka_vault::host::Vault,
+            #[cfg(feature = "auth")] auth: toka_auth::host::Auth,
+        }
+    };
 }
+pub(crate) use registered;
 
+registered!(define);
 /// A grant of a capability this build does not have is the operator's
 /// error, named with the agent and the rebuild that fixes it.
 fn not_built(config: &RuntimeConfig) -> Result<(), CapError> {

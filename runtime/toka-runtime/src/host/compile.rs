@@ -42,7 +42,7 @@ use wasmtime::component::Component;
 #[cfg(any(feature = "compiler", test))]
 use super::engine::Codegen;
 use super::engine::{EngineOptions, MemoryLayout};
-use super::module::{self, ModuleError};
+use super::file::{self as module, ModuleError};
 
 /// The hidden subcommand of the `toka` binary that compiles one module.
 pub const CHILD_COMMAND: &str = "__compile";
@@ -456,6 +456,50 @@ fn is_out_of_memory(error: &wasmtime::Error) -> bool {
             e.kind() == std::io::ErrorKind::OutOfMemory || e.raw_os_error() == Some(12)
         }) || cause.to_string().contains("Cannot allocate memory")
     })
+}
+
+/// How module files are read and compiled: the largest file read and the
+/// [`Compiler`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The largest module file read, in bytes (`[modules] max_module_mb`).
+    pub max_bytes: u64,
+    /// Where modules are compiled, within what budget.
+    pub compiler: Compiler,
+}
+
+impl Default for LoadOptions {
+    /// The default `max_module_mb` (64 MiB), compiling in this process.
+    fn default() -> Self {
+        LoadOptions::new(&ModulesConfig::default(), Compiler::InProcess)
+    }
+}
+
+impl LoadOptions {
+    /// `modules`' file size limit, compiling with `compiler`.
+    pub fn new(modules: &ModulesConfig, compiler: Compiler) -> Self {
+        LoadOptions {
+            max_bytes: modules.max_module_mb.saturating_mul(1 << 20),
+            compiler,
+        }
+    }
+
+    /// What a runtime uses: `modules`' bounds, compiling in child processes
+    /// running `program` (within `compile_timeout` and `compile_memory_mb`)
+    /// when given, else in this process; for an engine built by
+    /// `new_engine_with(options, layout)`.
+    pub fn for_engine(
+        modules: &ModulesConfig,
+        program: Option<&Path>,
+        options: &EngineOptions,
+        layout: MemoryLayout,
+    ) -> Self {
+        let compiler = match program {
+            Some(program) => Compiler::subprocess(program, modules, options, layout),
+            None => Compiler::InProcess,
+        };
+        LoadOptions::new(modules, compiler)
+    }
 }
 
 #[cfg(test)]

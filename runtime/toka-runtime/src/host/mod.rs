@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`bindings`]: the `wit/` bindings (generated in `toka-capability`);
 //! - [`engine`]: engine settings and the epoch ticker behind call deadlines;
+//! - [`file`]: reading a module file safely, header checks;
 //! - [`module`]: loading and validating components;
 //! - [`cache`]: the on-disk cache of precompiled components;
 //! - [`compile`]: compiling a module within a time and memory budget;
@@ -26,6 +27,7 @@ pub mod cache;
 pub mod caps;
 pub mod compile;
 pub mod engine;
+pub mod file;
 pub mod inspect;
 pub mod instance;
 pub mod limits;
@@ -61,6 +63,18 @@ pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     wit::types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     wit::bus::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     wit::log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-    caps::link(&mut linker)?;
+    link_capabilities(&mut linker)?;
     Ok(linker)
 }
+
+/// Generates `link_capabilities`: each registered capability's `link`.
+macro_rules! linker {
+    ($( #[cfg($meta:meta)] $field:ident : $ty:ty ),* $(,)?) => {
+        fn link_capabilities(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+            $( #[cfg($meta)] <$ty as toka_capability::Capability>::link(linker)?; )*
+            let _ = linker;
+            Ok(())
+        }
+    };
+}
+caps::registered!(linker);

@@ -29,7 +29,7 @@ use wasmtime_wasi::{
 };
 
 use super::bindings::{bus, log, types};
-use super::caps::AgentCaps;
+use super::caps::{AgentCaps, Holds};
 use super::stdio::{GuestOutput, OutputCounters, Stream};
 use super::wait::{BoundedPoll, WaitState};
 use crate::publisher::AgentPublisher;
@@ -46,7 +46,7 @@ pub struct HostState {
     /// The deadline of the call in progress, for host calls that wait.
     pub(crate) wait: WaitState,
     wasi: WasiCtx,
-    pub(crate) table: ResourceTable,
+    table: ResourceTable,
     stdout: GuestOutput,
     stderr: GuestOutput,
     output: Arc<OutputCounters>,
@@ -221,6 +221,21 @@ impl HostState {
         BoundedPoll {
             table: &mut self.table,
             wait: &self.wait,
+        }
+    }
+}
+
+/// Every capability's view of this instance: the agent, its state for that
+/// capability (from [`AgentCaps`]), and the resource table.
+impl<C: toka_capability::Capability> toka_capability::Has<C> for HostState
+where
+    AgentCaps: Holds<C>,
+{
+    fn view(&mut self) -> toka_capability::View<'_, C> {
+        toka_capability::View {
+            agent: self.publisher.name(),
+            state: self.caps.holds(),
+            table: &mut self.table,
         }
     }
 }

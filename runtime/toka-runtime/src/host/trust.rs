@@ -12,7 +12,7 @@ use std::path::Path;
 use toka_core::TrustConfig;
 
 use super::caps::CapError;
-use super::module::ModuleError;
+use super::file::ModuleError;
 
 /// The largest signature file read (one is about 300 bytes).
 #[cfg(feature = "auth")]
@@ -88,7 +88,7 @@ impl Trust {
                 path: path.to_path_buf(),
                 reason,
             };
-            use super::module::{ReadError, read_file};
+            use super::file::{ReadError, read_file};
             let sig_path = signature_path(path);
             // Read like a module file: a regular file, bounded.
             let text = match read_file(&sig_path, MAX_SIGNATURE_BYTES) {

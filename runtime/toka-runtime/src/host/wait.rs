@@ -21,9 +21,12 @@
 //! ticker advances, so arming a call costs one relaxed atomic load, not a
 //! clock read, on the dispatch path.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Resource, ResourceTable};
@@ -93,6 +96,48 @@ pub struct WaitDeadline {
     pub why: String,
 }
 
+/// Guests waiting in host calls right now, process-wide.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Starts a stand-in for the calling worker thread; the returned guard ends
+/// it when dropped.
+pub(crate) type StartStandIn = Rc<dyn Fn() -> Result<Box<dyn Any>, String>>;
+
+thread_local! {
+    /// Set on worker threads (by `crate::worker`), none elsewhere.
+    static STAND_IN: RefCell<Option<StartStandIn>> = const { RefCell::new(None) };
+}
+
+/// Set (or clear) how a wait on this thread keeps the worker pool at size.
+pub(crate) fn set_stand_in(start: Option<StartStandIn>) {
+    STAND_IN.with_borrow_mut(|s| *s = start);
+}
+
+/// One counted wait, and the stand-in serving for it (if on a worker).
+struct Waiting {
+    _stand_in: Option<Box<dyn Any>>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn begin_wait() -> Result<Waiting, String> {
+    let waiting = WAITING.fetch_add(1, Ordering::AcqRel);
+    let mut guard = Waiting { _stand_in: None };
+    if waiting >= MAX_WAITING {
+        return Err(format!(
+            "{waiting} guests are already waiting in host calls (the most allowed)"
+        ));
+    }
+    if let Some(start) = STAND_IN.with_borrow(Clone::clone) {
+        guard._stand_in = Some(start()?);
+    }
+    Ok(guard)
+}
+
 /// Run the host-side wait `wait` for the guest call `call` under `state`'s
 /// deadline (see the module docs).
 pub fn bounded<F: Future>(
@@ -112,10 +157,7 @@ pub fn bounded<F: Future>(
     if remaining.is_zero() {
         return Err(past(Duration::ZERO));
     }
-    let _stand_in = crate::worker::stand_in().map_err(|waiting| WaitDeadline {
-        call,
-        why: format!("{waiting} guests are already waiting in host calls (the most allowed)"),
-    })?;
+    let _stand_in = begin_wait().map_err(|why| WaitDeadline { call, why })?;
     let started = Instant::now();
     wasmtime_wasi::runtime::in_tokio(async { tokio::time::timeout(remaining, wait).await })
         .map_err(|_| past(started.elapsed()))
