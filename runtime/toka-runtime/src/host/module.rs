@@ -110,17 +110,12 @@ pub fn load_trusted(
     trust: &Trust,
     load: &LoadOptions,
 ) -> Result<Module, ModuleError> {
-    let bytes = read(path, load.max_bytes)?;
-    trust.check(path, &bytes)?;
-    let component = match cache {
-        Some(cache) => {
-            cache
-                .component(engine, &load.compiler, path, &bytes)?
-                .component
+    match prepare(engine, linker, path, cache, trust, load)? {
+        Prepared::Ready(module) => Ok(module),
+        Prepared::Compile { bytes, miss } => {
+            finish(engine, linker, path, cache, load, &bytes, miss)
         }
-        None => load.compiler.compile(engine, path, &bytes)?,
-    };
-    prelink(linker, path, component)
+    }
 }
 
 /// What [`prepare`] leaves to do for one module file.
