@@ -149,7 +149,9 @@ pub fn logs() {
             fmt::layer()
                 .with_ansi(false)
                 .with_writer(|| Capture)
-                .with_filter(EnvFilter::new("toka=trace,toka_runtime=trace,warn")),
+                .with_filter(EnvFilter::new(
+                    "toka=trace,toka_runtime=trace,toka_secrets=trace,toka_vault=trace,toka_auth=trace,warn",
+                )),
         )
         .try_init();
 }
