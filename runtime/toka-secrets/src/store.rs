@@ -59,10 +59,7 @@ impl SecretStore {
             path: path.to_owned(),
             source,
         })?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_CAPACITY)
-            .open()?;
+        let db = open_db(path)?;
         let store = Self {
             db,
             cipher: cipher_for(key),
@@ -300,6 +297,34 @@ fn create_private_dir(path: &Path) -> Result<()> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// How long [`open_db`] waits for another handle's lock on the store.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Open the sled database, waiting up to [`LOCK_WAIT`] while another handle
+/// still holds its lock: sled releases it from a background thread a moment
+/// after the handle is dropped, so a store closed and reopened at once (a
+/// CLI command, then the runtime) would otherwise be refused. A store held
+/// for longer (by another running process) is still refused.
+fn open_db(path: &Path) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_CAPACITY)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 #[cfg(test)]
