@@ -446,9 +446,11 @@ fn turn(cx: &WorkerContext, agent: &WasmAgent) {
     // check and the store would otherwise wait for the next push.
     // A backoff timer or a module loader that found the flag still set
     // left the agent Pending for us to reschedule.
-    let health = agent.health();
-    if more || health == Health::Pending || (health == Health::Running && !agent.mailbox.is_empty())
-    {
+    // A busy agent (`more`) is rescheduled without taking its lock again.
+    if more || {
+        let health = agent.health();
+        health == Health::Pending || (health == Health::Running && !agent.mailbox.is_empty())
+    } {
         agent.schedule();
     }
 }
