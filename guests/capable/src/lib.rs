@@ -7,7 +7,7 @@
 //! `vault-del NS NAME`, `vault-list NS`, `hash PASSWORD`,
 //! `verify PASSWORD PHC`, `issue SUB AUD EXP [NBF]`, `check TOKEN AUD`.
 
-wit_bindgen::generate!({ world: "agent", path: "../../wit" });
+wit_bindgen::generate!({ world: "agent", path: "../../wit", generate_all });
 
 use exports::toka::runtime::handler::Guest;
 use toka::runtime::auth;

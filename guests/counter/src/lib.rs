@@ -1,7 +1,7 @@
 //! Counts ticks and publishes the running count as `counter.value`
 //! (payload: the count in decimal text). Config: `step` (default 1).
 
-wit_bindgen::generate!({ world: "agent", path: "../../wit" });
+wit_bindgen::generate!({ world: "agent", path: "../../wit", generate_all });
 
 use std::cell::Cell;
 

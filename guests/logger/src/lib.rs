@@ -1,7 +1,7 @@
 //! The seed's Logger agent: logs every event it is given through the host's
 //! `log` interface (so records carry the agent's name in the host's output).
 
-wit_bindgen::generate!({ world: "agent", path: "../../wit" });
+wit_bindgen::generate!({ world: "agent", path: "../../wit", generate_all });
 
 use exports::toka::runtime::handler::Guest;
 use toka::runtime::log::{Field, Level, log};

@@ -2,7 +2,7 @@
 //! `counter.milestone` whenever the count reaches a multiple of `every_n`
 //! (config key, default 5), so the demo shows agents talking.
 
-wit_bindgen::generate!({ world: "agent", path: "../../wit" });
+wit_bindgen::generate!({ world: "agent", path: "../../wit", generate_all });
 
 use std::cell::Cell;
 

@@ -22,7 +22,7 @@
 //!   runs on every event whatever its kind: how a config file (no test
 //!   harness) makes a probe hostile, e.g. `command = "spin"` on `toka.tick`.
 
-wit_bindgen::generate!({ world: "agent", path: "../../wit" });
+wit_bindgen::generate!({ world: "agent", path: "../../wit", generate_all });
 
 use std::cell::Cell;
 use std::io::Write;
@@ -192,13 +192,13 @@ fn run(command: &str) -> Result<String, String> {
         }
         "poll" => {
             let ns = millis(arg1)?.saturating_mul(1_000_000);
-            let timer = wasi::clocks::monotonic_clock::subscribe_duration(ns);
-            let ready = wasi::io::poll::poll(&[&timer]);
+            let timer = ::wasi::clocks::monotonic_clock::subscribe_duration(ns);
+            let ready = ::wasi::io::poll::poll(&[&timer]);
             Ok(format!(":{}", ready.len()))
         }
         "block" => {
             let ns = millis(arg1)?.saturating_mul(1_000_000);
-            wasi::clocks::monotonic_clock::subscribe_duration(ns).block();
+            ::wasi::clocks::monotonic_clock::subscribe_duration(ns).block();
             Ok(String::new())
         }
         "nap-loop" => {

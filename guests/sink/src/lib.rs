@@ -2,7 +2,7 @@
 //! the event and touches its payload's length), so `toka bench` measures the
 //! runtime's cost per event rather than the guest's. `init` always succeeds.
 
-wit_bindgen::generate!({ world: "agent", path: "../../wit" });
+wit_bindgen::generate!({ world: "agent", path: "../../wit", generate_all });
 
 use std::cell::Cell;
 

@@ -1,9 +1,14 @@
 //! The one `bindgen!` of the host: Rust types and traits for the
-//! `toka:runtime` WIT package in `wit/`.
+//! `toka:runtime` WIT package in `wit/` and the `wasi:keyvalue` draft it
+//! vendors in `wit/deps/`.
 //!
 //! Exports use borrowed parameter types so the kernel can hand an event's
 //! kind, source and payload to the guest straight from the shared
 //! `Arc<Event>`, without copying them into owned Rust values first.
+//!
+//! The world is `agent` (imports and `handler`); the `responder` export of
+//! world `service` is looked up by the kernel on components that have it,
+//! so an `agent` component needs none.
 
 #![expect(
     missing_docs,
@@ -15,7 +20,11 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     ownership: Borrowing { duplicate_if_necessary: true },
     anyhow: true,
+    with: {
+        "wasi:keyvalue/store.bucket": crate::resources::Bucket,
+    },
 });
 
 pub use exports::toka::runtime::handler;
-pub use toka::runtime::{auth, bus, log, secrets, types, vault};
+pub use toka::runtime::{auth, bus, kv, log, request, secrets, types, vault};
+pub use wasi::keyvalue::{atomics, batch, store};

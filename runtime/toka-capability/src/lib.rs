@@ -27,10 +27,12 @@
 //!
 //! # Layout
 //! - [`bindings`]: the one `bindgen!` of `wit/` (world `agent`);
+//! - [`resources`]: the host types behind WIT resources;
 //! - this file: [`Capability`], [`View`], [`Has`], [`OpenCx`], [`CapError`].
 #![deny(missing_docs)]
 
 pub mod bindings;
+pub mod resources;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;

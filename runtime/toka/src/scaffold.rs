@@ -19,6 +19,31 @@ const WORLDS_WIT: &str = include_str!("../../../wit/worlds.wit");
 const SECRETS_WIT: &str = include_str!("../../../wit/secrets.wit");
 const VAULT_WIT: &str = include_str!("../../../wit/vault.wit");
 const AUTH_WIT: &str = include_str!("../../../wit/auth.wit");
+const REQUEST_WIT: &str = include_str!("../../../wit/request.wit");
+const KV_WIT: &str = include_str!("../../../wit/kv.wit");
+/// `wasi:keyvalue@0.2.0-draft`, vendored beside the Toka package.
+const KEYVALUE_WIT: [(&str, &str); 5] = [
+    (
+        "wit/deps/keyvalue/store.wit",
+        include_str!("../../../wit/deps/keyvalue/store.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/atomic.wit",
+        include_str!("../../../wit/deps/keyvalue/atomic.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/batch.wit",
+        include_str!("../../../wit/deps/keyvalue/batch.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/watch.wit",
+        include_str!("../../../wit/deps/keyvalue/watch.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/world.wit",
+        include_str!("../../../wit/deps/keyvalue/world.wit"),
+    ),
+];
 
 /// Longest accepted agent name, in characters. Mirrors the runtime's own
 /// limit on `[[agents]] name`, so the generated `toka.toml` always loads.
@@ -138,7 +163,8 @@ const LIB_RS: &str = r#"//! The `{{name}}` Toka agent.
 //! Build with `cargo build --release --target wasm32-wasip2`; see the README.
 
 // `wit/` holds a copy of the Toka contract, so this crate builds on its own.
-wit_bindgen::generate!({ world: "agent", path: "wit" });
+// `generate_all`: the world also names the `wasi:keyvalue` package in `wit/deps`.
+wit_bindgen::generate!({ world: "agent", path: "wit", generate_all });
 
 use std::cell::RefCell;
 
@@ -259,7 +285,7 @@ greeting = "hello"
 const README_MD: &str = r#"# {{name}}
 
 A Toka agent: a Rust crate compiled to a WebAssembly component that
-implements the `agent` world of `toka:runtime@0.1.1`.
+implements the `agent` world of `toka:runtime@0.1.2`.
 
 On every scheduler tick it logs the event and publishes
 `{{snake}}.heartbeat` with the tick number as payload.
@@ -327,7 +353,7 @@ pub fn new_agent(parent: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let snake = snake_name(name);
     let vars: &[(&str, &str)] = &[("name", name), ("snake", &snake)];
 
-    let files: [(&str, String); 10] = [
+    let mut files: Vec<(&str, String)> = vec![
         ("Cargo.toml", render(CARGO_TOML, vars)),
         ("src/lib.rs", render(LIB_RS, vars)),
         ("wit/types.wit", TYPES_WIT.to_owned()),
@@ -335,10 +361,13 @@ pub fn new_agent(parent: &Path, name: &str) -> anyhow::Result<PathBuf> {
         ("wit/secrets.wit", SECRETS_WIT.to_owned()),
         ("wit/vault.wit", VAULT_WIT.to_owned()),
         ("wit/auth.wit", AUTH_WIT.to_owned()),
+        ("wit/request.wit", REQUEST_WIT.to_owned()),
+        ("wit/kv.wit", KV_WIT.to_owned()),
         ("toka.toml", render(TOKA_TOML, vars)),
         ("README.md", render(README_MD, vars)),
         (".gitignore", GITIGNORE.to_owned()),
     ];
+    files.extend(KEYVALUE_WIT.map(|(path, text)| (path, text.to_owned())));
     for (relative, contents) in files {
         let path = dir.join(relative);
         if let Some(sub) = path.parent() {

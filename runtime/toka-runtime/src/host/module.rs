@@ -60,7 +60,7 @@ pub fn prelink(
         .map_err(|e| fail(format!("cannot be linked: {e:#}")))?;
     let pre = AgentPre::new(pre).map_err(|e| {
         fail(format!(
-            "does not export the Toka agent world (`toka:runtime/handler@0.1.1` with `init` and `handle`): {e:#}"
+            "does not export the Toka agent world (`toka:runtime/handler@0.1.x` with `init` and `handle`): {e:#}"
         ))
     })?;
     Ok(Module {
