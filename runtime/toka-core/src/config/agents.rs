@@ -77,6 +77,13 @@ pub struct AgentConfig {
     /// Key `publish`: array of patterns. Default empty = may publish nothing.
     /// Patterns starting with the literal segment `toka` are rejected.
     pub publish: PatternSet,
+    /// Key `request`: kinds the agent may send requests of (`request =
+    /// ["s3.>"]`). Default empty = may request nothing. No `toka.*` patterns.
+    pub request: PatternSet,
+    /// Key `serve`: kinds the agent answers requests of; its module must be a
+    /// component of world `service`. Default empty = serves nothing. No
+    /// `toka.*` patterns.
+    pub serve: PatternSet,
     /// Key `every` (humantime, e.g. `"5s"`, >= 1ms): the agent's own tick
     /// period. Default `None`.
     pub every: Option<Duration>,
@@ -218,6 +225,8 @@ fn parse_agent(
     let mut module = None;
     let mut subscribe = PatternSet::default();
     let mut publish = PatternSet::default();
+    let mut request = PatternSet::default();
+    let mut serve = PatternSet::default();
     let mut every = None;
     let mut limits = *defaults;
     let mut grants = Grants::default();
@@ -231,8 +240,10 @@ fn parse_agent(
             // Relative to modules_dir: `module` names a file among the
             // operator's modules, wherever the config itself lives.
             "module" => module = Some(modules_dir.join(doc.path(value, &path)?)),
-            "subscribe" => subscribe = doc.patterns(value, &path, false)?,
-            "publish" => publish = doc.patterns(value, &path, true)?,
+            "subscribe" => subscribe = doc.patterns(value, &path, None)?,
+            "publish" => publish = doc.patterns(value, &path, Some("publishing"))?,
+            "request" => request = doc.patterns(value, &path, Some("requesting"))?,
+            "serve" => serve = doc.patterns(value, &path, Some("serving"))?,
             "every" => every = Some(doc.duration(value, &path, Duration::from_millis(1))?),
             "secrets" => grants.secrets = doc.strings(value, &path)?,
             "vault" => grants.vault = doc.bool(value, &path)?,
@@ -272,6 +283,8 @@ fn parse_agent(
         module_explicit,
         subscribe,
         publish,
+        request,
+        serve,
         every,
         limits,
         grants,

@@ -388,7 +388,14 @@ impl Doc {
 
     /// An array of topic patterns; with `publish`, patterns granting
     /// `toka.*` kinds are refused.
-    pub(super) fn patterns(&self, item: &Item, key: &str, publish: bool) -> Result<PatternSet> {
+    /// An array of patterns; with `reserved` (what the grant would do, e.g.
+    /// `"publishing"`), a pattern reaching `toka.*` kinds is refused.
+    pub(super) fn patterns(
+        &self,
+        item: &Item,
+        key: &str,
+        reserved: Option<&str>,
+    ) -> Result<PatternSet> {
         let items = self.array(item, key, "an array of patterns")?;
         let mut patterns = Vec::with_capacity(items.len());
         for item in items {
@@ -396,12 +403,12 @@ impl Doc {
             let pattern = Pattern::parse(text)
                 .map_err(|e| self.invalid(item, key, format!("pattern {text:?} {e}")))?;
             // `TOKA.x` too: the reserved first segment is matched in any case.
-            if publish && is_system_kind(text) {
+            if let Some(verb) = reserved.filter(|_| is_system_kind(text)) {
                 return Err(self.invalid(
                     item,
                     key,
                     format!(
-                        "pattern {text:?} grants publishing `{SYSTEM_PREFIX}.*` kinds, which only the runtime may publish"
+                        "pattern {text:?} grants {verb} `{SYSTEM_PREFIX}.*` kinds, which only the runtime may use"
                     ),
                 ));
             }
@@ -599,7 +606,7 @@ impl<'a> Section<'a> {
     /// An array of topic patterns (see [`crate::topic`]), checked like
     /// `subscribe`.
     pub fn get_patterns(&self, key: &str) -> Result<Option<PatternSet>> {
-        self.read(key, |doc, item, path| doc.patterns(item, path, false))
+        self.read(key, |doc, item, path| doc.patterns(item, path, None))
     }
 
     /// A nested table, with the same getters.

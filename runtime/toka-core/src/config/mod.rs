@@ -78,16 +78,17 @@ pub use error::{ConfigError, Result};
 pub use limits::{Limits, MAX_BUFFER_SIZE, MAX_MEMORY_MB};
 pub use located::{AgentKeys, LocatedTable, Section};
 pub use sections::{
-    DEFAULT_MAX_BLOB_MB, EventBusConfig, MAX_VAULT_MB, ModulesConfig, SecretsConfig, TrustConfig,
-    VaultConfig,
+    DEFAULT_MAX_BLOB_MB, EventBusConfig, MAX_VAULT_MB, ModulesConfig, RequestsConfig,
+    SecretsConfig, TrustConfig, VaultConfig,
 };
 
 use error::child;
 use interpolate::interpolate;
 use located::{Doc, Entry, Table, Unknown};
 
-const KNOWN_TOP_LEVEL: [&str; 8] = [
+const KNOWN_TOP_LEVEL: [&str; 9] = [
     "modules_dir",
+    "requests",
     "modules",
     "event_bus",
     "limits",
@@ -119,6 +120,8 @@ pub struct RuntimeConfig {
     pub trust: TrustConfig,
     /// `[modules]`: bounds on reading and compiling module files.
     pub modules: ModulesConfig,
+    /// `[requests]`: bounds on request/reply between agents.
+    pub requests: RequestsConfig,
     /// Top-level sections (or keys) this build does not understand, sorted, e.g.
     /// `["drivers", "providers", "vault"]`. Not interpolated, not validated.
     pub ignored_sections: Vec<String>,
@@ -288,6 +291,11 @@ impl RuntimeConfig {
             None => ModulesConfig::default(),
         };
 
+        let requests = match root.get("requests") {
+            Some(item) => sections::requests(&doc, item, &mut unknown)?,
+            None => RequestsConfig::default(),
+        };
+
         let agents = match root.get("agents") {
             Some(item) => agents::parse(&doc, item, &modules_dir, &limits, declared.agent_keys)?,
             None => Vec::new(),
@@ -322,6 +330,7 @@ impl RuntimeConfig {
             vault,
             trust,
             modules,
+            requests,
             ignored_sections,
             unknown_keys: unknown.into_iter().map(|(_, k)| k).collect(),
             sections,

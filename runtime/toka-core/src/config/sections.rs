@@ -108,6 +108,33 @@ impl Default for ModulesConfig {
     }
 }
 
+/// `[requests]`: request/reply between agents. Every bound a requester
+/// could otherwise stretch is set here, with a safe default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestsConfig {
+    /// Key `max_timeout` (humantime): the longest any request waits for its
+    /// reply, whatever `timeout-ms` the guest asks. Default `"30s"`; must be
+    /// `1ms..=10min`.
+    pub max_timeout: Duration,
+    /// Key `queue`: requests that may wait for one serving agent at once;
+    /// past it a request is answered `busy`. Default 64; must be `1..=65536`.
+    pub queue: usize,
+    /// Key `max_depth`: longest chain of requests in progress (A asks B,
+    /// which asks C, ...); a request that would go deeper is answered
+    /// `loop`. Default 8; must be `1..=32`.
+    pub max_depth: u32,
+}
+
+impl Default for RequestsConfig {
+    fn default() -> Self {
+        RequestsConfig {
+            max_timeout: Duration::from_secs(30),
+            queue: 64,
+            max_depth: 8,
+        }
+    }
+}
+
 /// `[trust]`: which module signatures the operator trusts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustConfig {
@@ -167,6 +194,26 @@ pub(super) fn modules(doc: &Doc, item: &Item, unknown: &mut Unknown) -> Result<M
                 cfg.compile_timeout = doc.duration(value, &path, Duration::from_millis(1))?
             }
             "compile_memory_mb" => cfg.compile_memory_mb = doc.uint(value, &path, 64, 65536)?,
+            _ => unknown.push(doc.unknown(entry, path)),
+        }
+    }
+    Ok(cfg)
+}
+
+pub(super) fn requests(doc: &Doc, item: &Item, unknown: &mut Unknown) -> Result<RequestsConfig> {
+    let mut cfg = RequestsConfig::default();
+    for entry in doc.table(item, "requests")? {
+        let (path, value) = (child("requests", &entry.key), &entry.item);
+        match entry.key.as_str() {
+            "max_timeout" => {
+                let d = doc.duration(value, &path, Duration::from_millis(1))?;
+                if d > Duration::from_secs(600) {
+                    return Err(doc.invalid(value, &path, "must be at most 10min"));
+                }
+                cfg.max_timeout = d;
+            }
+            "queue" => cfg.queue = doc.usize(value, &path, 1, 65536)?,
+            "max_depth" => cfg.max_depth = doc.uint(value, &path, 1, 32)? as u32,
             _ => unknown.push(doc.unknown(entry, path)),
         }
     }
