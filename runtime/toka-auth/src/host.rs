@@ -251,6 +251,7 @@ mod tests {
             agent: "gate",
             state: Some(&ctx),
             table: &mut table,
+            wait: &Default::default(),
         });
         let hash = host.hash_password("hunter2".into()).unwrap();
         assert!(host.verify_password("hunter2".into(), hash).unwrap());
@@ -268,6 +269,7 @@ mod tests {
             agent: "issuer",
             state: Some(&both),
             table: &mut table,
+            wait: &Default::default(),
         });
         let token = host.issue_token(claims()).unwrap();
         assert_eq!(
@@ -287,6 +289,7 @@ mod tests {
             agent: "stranger",
             state: None,
             table: &mut table,
+            wait: &Default::default(),
         });
         assert!(matches!(
             host.hash_password("x".into()),

@@ -28,11 +28,13 @@
 //! # Layout
 //! - [`bindings`]: the one `bindgen!` of `wit/` (world `agent`);
 //! - [`resources`]: the host types behind WIT resources;
+//! - [`wait`]: host calls that wait, bounded by the caller's deadline;
 //! - this file: [`Capability`], [`View`], [`Has`], [`OpenCx`], [`CapError`].
 #![deny(missing_docs)]
 
 pub mod bindings;
 pub mod resources;
+pub mod wait;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -131,6 +133,10 @@ pub struct View<'a, C: Capability> {
     pub state: Option<&'a C::AgentState>,
     /// The instance's resource table.
     pub table: &'a mut ResourceTable,
+    /// The deadline of the guest call in progress: a host call that waits
+    /// (for a commit, a reply, the network) waits through
+    /// [`wait::bounded`] with it, never on its own.
+    pub wait: &'a wait::WaitState,
 }
 
 /// Store data that gives capability `C` its [`View`]; the kernel implements

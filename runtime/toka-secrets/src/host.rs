@@ -188,6 +188,7 @@ mod tests {
             agent: "billing",
             state: Some(&ctx),
             table: &mut table,
+            wait: &Default::default(),
         });
         assert_eq!(host.get("stripe/live".into()).unwrap(), b"sk_live_1");
         // Exists but not granted, and granted but absent: one answer.
@@ -208,6 +209,7 @@ mod tests {
             agent: "stranger",
             state: None,
             table: &mut table,
+            wait: &Default::default(),
         });
         assert!(matches!(
             host.get("stripe/live".into()),

@@ -286,6 +286,7 @@ mod tests {
             agent: "archive",
             state: Some(&ctx),
             table: &mut table,
+            wait: &Default::default(),
         });
         let put = |h: &mut VaultHost<'_>, ns: Option<&str>| {
             h.put(
@@ -320,6 +321,7 @@ mod tests {
             agent: "stranger",
             state: None,
             table: &mut table,
+            wait: &Default::default(),
         });
         assert!(matches!(host.list(None), Err(types::Error::AccessDenied)));
         assert!(matches!(

@@ -236,6 +236,7 @@ where
             agent: self.publisher.name(),
             state: self.caps.holds(),
             table: &mut self.table,
+            wait: &self.wait,
         }
     }
 }
