@@ -97,6 +97,12 @@ pub struct WaitDeadline {
 /// Guests waiting in host calls right now, process-wide.
 static WAITING: AtomicUsize = AtomicUsize::new(0);
 
+/// Guests waiting in host calls right now, process-wide (at most
+/// [`MAX_WAITING`] are let in).
+pub fn waiting() -> usize {
+    WAITING.load(Ordering::Relaxed)
+}
+
 /// Starts a stand-in for the calling worker thread; the returned guard ends
 /// it when dropped.
 pub type StartStandIn = Rc<dyn Fn() -> Result<Box<dyn Any>, String>>;

@@ -16,6 +16,7 @@
 //! - `recycle`: event allocations reused between workers and publishers;
 //! - [`publisher`]: the checks between an agent's publish and the bus;
 //! - `worker`: the thread pool that feeds wasm agents their events;
+//! - `rpc`: request/reply between agents;
 //! - [`supervisor`]: restart backoff and quarantine policy;
 //! - `scheduler`: `toka.tick` and per-agent periods;
 //! - `native`: native Rust [`Agent`](toka_core::Agent)s beside wasm ones;
@@ -31,6 +32,7 @@ pub(crate) mod native;
 pub mod publisher;
 pub(crate) mod recycle;
 pub mod registry;
+pub(crate) mod rpc;
 pub mod runtime;
 pub(crate) mod scheduler;
 pub mod supervisor;

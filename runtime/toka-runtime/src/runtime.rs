@@ -33,6 +33,7 @@ use crate::mailbox::Mailbox;
 use crate::native::NativeAgent;
 use crate::publisher::{AgentPublisher, PublishGrant};
 use crate::registry::{AgentKind, AgentReport, Plan, PlannedAgent, Report};
+use crate::rpc::{AgentRpc, Router};
 use crate::scheduler::{self, TickPlan};
 use crate::worker::{self, AgentCounters, Health, ModuleCell, RunQueue, WasmAgent, WorkerContext};
 use rayon::prelude::*;
@@ -94,6 +95,7 @@ pub struct Runtime {
     failed: Vec<(String, ModuleError)>,
     cache_stats: Option<CacheStats>,
     ticks: TickPlan,
+    router: Arc<Router>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -223,6 +225,8 @@ impl Runtime {
 
         let bus = Bus::new();
         let queue = RunQueue::new();
+        let router = Arc::new(Router::new(config.requests));
+        let mut servers = Vec::new();
         let mut wasm = Vec::new();
         let mut failed = Vec::new();
         let mut ticks = TickPlan {
@@ -231,16 +235,26 @@ impl Runtime {
         };
         for agent in config.agents {
             let module = match &modules[&agent.module] {
-                Ok(m) => m.clone(),
+                Ok(cell) => match cell.get() {
+                    Some(Ok(m)) => match worker::server_module_error(&agent, m) {
+                        Some(e) => Err(e),
+                        None => Ok(cell.clone()),
+                    },
+                    _ => Ok(cell.clone()),
+                },
+                Err(e) => Err(e.clone()),
+            };
+            let module = match module {
+                Ok(m) => m,
                 Err(e) => {
                     if options.strict {
                         return Err(Error::Module {
                             agent: agent.name,
-                            source: e.clone(),
+                            source: e,
                         });
                     }
                     tracing::error!(agent = %agent.name, error = %e, "agent module failed to load; the other agents still start");
-                    failed.push((agent.name, e.clone()));
+                    failed.push((agent.name, e));
                     continue;
                 }
             };
@@ -265,6 +279,16 @@ impl Runtime {
                 bus.clone(),
             ));
             let caps = capabilities.for_agent(&agent).map_err(Error::Capability)?;
+            if !agent.serve.is_empty() {
+                servers.push((index, agent.serve.clone()));
+            }
+            let rpc = Arc::new(AgentRpc::new(
+                index,
+                Arc::from(agent.name.as_str()),
+                agent.request.clone(),
+                agent.limits.max_payload_bytes,
+                router.clone(),
+            ));
             wasm.push(Arc::new(WasmAgent::new(
                 index,
                 agent,
@@ -275,8 +299,10 @@ impl Runtime {
                 &queue,
                 engine_options.fuel,
                 caps,
+                rpc,
             )));
         }
+        router.set_servers(servers);
 
         if !compiles.is_empty() {
             spawn_compiles(
@@ -302,6 +328,7 @@ impl Runtime {
             failed,
             cache_stats,
             ticks,
+            router,
             shutdown: watch::channel(false).0,
         })
     }
@@ -362,7 +389,10 @@ impl Runtime {
                 every: a.config.every,
                 limits: Some(a.config.limits),
                 settings: a.config.settings.iter().map(|(k, _)| k.clone()).collect(),
-                grants: a.caps.grants.clone(),
+                grants: rpc_grants(&a.config)
+                    .into_iter()
+                    .chain(a.caps.grants.iter().cloned())
+                    .collect(),
             })
             .collect();
         agents.extend(self.native.iter().map(|a| PlannedAgent {
@@ -449,6 +479,7 @@ impl Runtime {
             failed,
             ticks,
             shutdown,
+            router,
             ..
         } = self;
         let _epoch = EpochTicker::start(&engine);
@@ -463,6 +494,7 @@ impl Runtime {
             timers: tokio::runtime::Handle::current(),
             abandon: Default::default(),
         });
+        router.start(&cx);
         let workers = worker::spawn_workers(workers_n, &queue, cx.clone());
         tracing::info!(
             wasm_agents = agents.len(),
@@ -661,4 +693,23 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The request/reply grants of `agent`, as `toka check` prints them.
+fn rpc_grants(agent: &toka_core::AgentConfig) -> Vec<String> {
+    let list = |set: &toka_core::PatternSet| {
+        set.patterns()
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut lines = Vec::new();
+    if !agent.serve.is_empty() {
+        lines.push(format!("serve: {}", list(&agent.serve)));
+    }
+    if !agent.request.is_empty() {
+        lines.push(format!("request: {}", list(&agent.request)));
+    }
+    lines
 }

@@ -31,6 +31,7 @@ use crate::host::stdio::OutputCounters;
 use crate::host::{Budget, CallError, Fault, Instance, Module, ModuleError};
 use crate::mailbox::{Mailbox, Wake};
 use crate::publisher::AgentPublisher;
+use crate::rpc::{AgentRpc, ServerState, handoff, serve_queued};
 use crate::supervisor::{Supervisor, Verdict};
 
 /// Events handled per turn before the agent yields its worker.
@@ -43,6 +44,10 @@ const SPIN: Duration = Duration::from_micros(50);
 const SPIN_BUSY: Duration = Duration::from_micros(5);
 /// Queue polls between clock reads while spinning.
 const SPIN_READS: u32 = 64;
+/// Native stack of worker threads: a request served inline nests the
+/// server's guest call (up to 512 KiB of wasm stack each) in the
+/// requester's, a few levels deep (see `rpc`). Only touched pages cost memory.
+const WORKER_STACK: usize = 16 << 20;
 
 /// Where an agent is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,9 +98,9 @@ impl AgentCounters {
     }
 }
 
-struct Slot {
-    instance: Option<Instance>,
-    health: Health,
+pub(crate) struct Slot {
+    pub(crate) instance: Option<Instance>,
+    pub(crate) health: Health,
     supervisor: Supervisor,
     /// Events taken from the mailbox but not yet handled; kept across a
     /// restart so a fault loses only the event that caused it.
@@ -112,10 +117,14 @@ pub(crate) struct WasmAgent {
     pub(crate) counters: Arc<AgentCounters>,
     /// The capabilities granted to this agent, shared by its instances.
     pub(crate) caps: Arc<AgentCaps>,
+    /// Its side of request/reply (its `request` grant).
+    pub(crate) rpc: Arc<AgentRpc>,
+    /// Its requests waiting to be served, and its routing marks.
+    pub(crate) server: ServerState,
     scheduled: Arc<AtomicBool>,
     queue: Sender<usize>,
-    budget: Budget,
-    slot: Mutex<Slot>,
+    pub(crate) budget: Budget,
+    pub(crate) slot: Mutex<Slot>,
 }
 
 /// An agent's module: loaded before the run, or compiled in the background
@@ -158,6 +167,7 @@ impl ModuleCell {
                     slot.health = Health::Pending;
                 }
             }
+            handoff(agent);
             agent.schedule();
         }
     }
@@ -218,12 +228,15 @@ impl WasmAgent {
         queue: &RunQueue,
         fuel_metered: bool,
         caps: Arc<AgentCaps>,
+        rpc: Arc<AgentRpc>,
     ) -> Self {
         let budget = Budget::from_limits(&config.limits, fuel_metered);
         let supervisor = Supervisor::new(&config.limits);
         WasmAgent {
             index,
             caps,
+            rpc,
+            server: ServerState::new(),
             config,
             module,
             publisher,
@@ -253,7 +266,15 @@ impl WasmAgent {
     }
 
     pub(crate) fn health(&self) -> Health {
-        self.slot.lock().health
+        let health = self.slot.lock().health;
+        handoff(self);
+        health
+    }
+
+    /// Put the agent on the run queue again, its `scheduled` flag still set
+    /// by the turn that could not take its slot (see [`handoff`]).
+    pub(crate) fn requeue(&self) {
+        let _ = self.queue.send(self.index);
     }
 }
 
@@ -284,6 +305,7 @@ pub(crate) fn spawn_workers(
             let pool = pool.clone();
             std::thread::Builder::new()
                 .name(format!("toka-worker-{i}"))
+                .stack_size(WORKER_STACK)
                 .spawn(move || work(&pool, None))
                 .expect("spawn a worker thread")
         })
@@ -357,6 +379,7 @@ fn start_stand_in(pool: &Arc<Pool>) -> Result<StandIn, String> {
     let pool = pool.clone();
     std::thread::Builder::new()
         .name("toka-stand-in".into())
+        .stack_size(WORKER_STACK)
         .spawn(move || work(&pool, Some(&flag)))
         .map_err(|e| format!("cannot start a stand-in worker: {e}"))?;
     Ok(StandIn { retire })
@@ -416,9 +439,22 @@ fn turn(cx: &WorkerContext, agent: &WasmAgent) {
     if cx.abandon.load(Ordering::Relaxed) {
         return;
     }
-    let mut slot = agent.slot.lock();
+    let mut slot = match agent.slot.try_lock() {
+        Some(slot) => slot,
+        None => {
+            // A request is being served inline on another thread. Leave a
+            // mark; whoever releases the slot requeues the agent (`handoff`).
+            agent.server.missed.store(true, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            match agent.slot.try_lock() {
+                Some(slot) => slot,
+                None => return,
+            }
+        }
+    };
     match slot.health {
         Health::Quarantined => {
+            agent.server.retire();
             let n = agent.mailbox.clear() + std::mem::take(&mut slot.pending).len();
             cx.bus.done(n as u64);
         }
@@ -427,13 +463,19 @@ fn turn(cx: &WorkerContext, agent: &WasmAgent) {
         Health::Running => {}
     }
     if slot.health == Health::Running {
+        // Requesters are waiting: their requests go before queued events.
+        serve_queued(cx, agent, &mut slot, BATCH);
+    }
+    if slot.health == Health::Running {
         if slot.pending.is_empty() {
             agent.mailbox.drain_into(&mut slot.pending, BATCH);
         }
         run_batch(cx, agent, &mut slot);
     }
     let more = match slot.health {
-        Health::Running => !slot.pending.is_empty() || !agent.mailbox.is_empty(),
+        Health::Running => {
+            !slot.pending.is_empty() || !agent.mailbox.is_empty() || agent.server.has_queued()
+        }
         // The backoff timer reschedules; quarantined agents have nothing to do.
         Health::Backoff | Health::Quarantined => false,
         // The module's loader reschedules.
@@ -441,6 +483,7 @@ fn turn(cx: &WorkerContext, agent: &WasmAgent) {
         Health::Pending => true,
     };
     drop(slot);
+    handoff(agent);
     agent.scheduled.store(false, Ordering::Release);
     // Re-check after clearing the flag: an event pushed between the last
     // check and the store would otherwise wait for the next push.
@@ -449,7 +492,9 @@ fn turn(cx: &WorkerContext, agent: &WasmAgent) {
     // A busy agent (`more`) is rescheduled without taking its lock again.
     if more || {
         let health = agent.health();
-        health == Health::Pending || (health == Health::Running && !agent.mailbox.is_empty())
+        health == Health::Pending
+            || (health == Health::Running
+                && (!agent.mailbox.is_empty() || agent.server.has_queued()))
     } {
         agent.schedule();
     }
@@ -464,6 +509,9 @@ fn start(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
         Some(Err(e)) => return unloadable(cx, agent, slot, e),
         Some(Ok(module)) => module,
     };
+    if let Some(error) = not_a_server(agent, module) {
+        return unloadable(cx, agent, slot, &error);
+    }
     agent.counters.starts.fetch_add(1, Ordering::Relaxed);
     let started = Instance::with_caps(
         &cx.engine,
@@ -475,7 +523,10 @@ fn start(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
         agent.budget,
     )
     .map_err(CallError::Fault)
-    .and_then(|mut instance| instance.init(&agent.config.settings).map(|()| instance));
+    .and_then(|mut instance| {
+        instance.state_mut().rpc = Some(agent.rpc.clone());
+        instance.init(&agent.config.settings).map(|()| instance)
+    });
     match started {
         Ok(instance) => {
             slot.instance = Some(instance);
@@ -504,6 +555,7 @@ fn start(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
 /// starts (as if left out at start-up), and its events are discarded.
 fn unloadable(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot, error: &ModuleError) {
     slot.health = Health::Quarantined;
+    agent.server.retire();
     agent.mailbox.close();
     let n = agent.mailbox.clear() + std::mem::take(&mut slot.pending).len();
     cx.bus.done(n as u64);
@@ -638,6 +690,44 @@ fn fault_on_event(
     );
 }
 
+/// A request's `serve` faulted: dead-letter the request (its kind and
+/// requester; the payload is the requester's), then stop the instance.
+pub(crate) fn fault_on_request(
+    cx: &WorkerContext,
+    agent: &WasmAgent,
+    slot: &mut Slot,
+    request: &crate::host::instance::Incoming<'_>,
+    f: &Fault,
+) {
+    cx.bus.publish_system(
+        kinds::DEAD_LETTER,
+        json(serde_json::json!({
+            "agent": agent.name(),
+            "request": { "kind": bounded(request.kind, MAX_ERROR), "source": request.source },
+            "reason": f.kind.as_str(),
+            "message": bounded(&f.message, MAX_ERROR),
+        })),
+    );
+    fault(cx, agent, slot, None, &bounded(&f.to_string(), MAX_ERROR));
+}
+
+/// An agent granted `serve` whose module is not a server (world `service`)
+/// cannot start: its module is the operator's mistake, named as such.
+pub(crate) fn not_a_server(agent: &WasmAgent, module: &Module) -> Option<ModuleError> {
+    server_module_error(&agent.config, module)
+}
+
+/// [`not_a_server`] for a configured agent and its loaded module.
+pub(crate) fn server_module_error(config: &AgentConfig, module: &Module) -> Option<ModuleError> {
+    (!config.serve.is_empty() && module.responder.is_none()).then(|| ModuleError {
+        path: module.path.clone(),
+        reason: format!(
+            "agent `{}` is granted `serve` but the component does not export `toka:runtime/responder` (build it for world `service`)",
+            config.name
+        ),
+    })
+}
+
 /// Stop `agent`'s instance. `reason` goes into the log (quoted, through
 /// `Debug`) and the `toka.*` payloads as given: callers bound any guest text
 /// in it (`text::bounded`).
@@ -676,11 +766,13 @@ fn fault(
                         slot.health = Health::Pending;
                     }
                 }
+                handoff(agent);
                 agent.schedule();
             });
         }
         Verdict::Quarantine { failures } => {
             slot.health = Health::Quarantined;
+            agent.server.retire();
             agent.mailbox.close();
             let n = agent.mailbox.clear() + std::mem::take(&mut slot.pending).len();
             cx.bus.done(n as u64);

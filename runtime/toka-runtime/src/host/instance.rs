@@ -156,10 +156,30 @@ impl Budget {
     }
 }
 
+/// One request as a server's `responder.serve` receives it.
+#[derive(Debug, Clone, Copy, wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+pub struct Incoming<'a> {
+    /// The kind asked for.
+    pub kind: &'a str,
+    /// The request's payload.
+    pub payload: &'a [u8],
+    /// The requesting agent.
+    pub source: &'a str,
+    /// Milliseconds the requester still waits.
+    #[component(name = "deadline-ms")]
+    pub deadline_ms: u32,
+}
+
+/// What `serve` returns: the reply, or the server's error message.
+type Served = (Result<Vec<u8>, String>,);
+
 /// A live instance of an agent module.
 pub struct Instance {
     store: Store<HostState>,
     bindings: Agent,
+    /// The `responder.serve` export, for components of world `service`.
+    serve: Option<wasmtime::component::Func>,
     budget: Budget,
 }
 
@@ -214,17 +234,30 @@ impl Instance {
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
+        // Start functions run during instantiation: budget them too.
+        Self::arm(&mut store, budget);
+        let (bindings, serve) = contain(|| {
+            let instance = module.pre.instance_pre().instantiate(&mut store)?;
+            let bindings = Agent::new(&mut store, &instance)?;
+            let serve = module
+                .responder
+                .and_then(|index| instance.get_func(&mut store, index));
+            if let Some(serve) = serve {
+                // Checked once here, so a mistyped export fails the start,
+                // not the first request.
+                serve.typed::<(Incoming<'_>,), Served>(&store)?;
+            }
+            Ok((bindings, serve))
+        })
+        .map_err(|mut f| {
+            if f.kind == FaultKind::Trap {
+                f.kind = FaultKind::Instantiate;
+            }
+            f
+        })?;
         let instance = Instance {
-            bindings: {
-                // Start functions run during instantiation: budget them too.
-                Self::arm(&mut store, budget);
-                contain(|| module.pre.instantiate(&mut store)).map_err(|mut f| {
-                    if f.kind == FaultKind::Trap {
-                        f.kind = FaultKind::Instantiate;
-                    }
-                    f
-                })?
-            },
+            bindings,
+            serve,
             store,
             budget,
         };
@@ -262,6 +295,36 @@ impl Instance {
             .collect();
         let (bindings, store) = (&self.bindings, &mut self.store);
         let result = contain(|| bindings.toka_runtime_handler().call_init(store, &pairs));
+        self.finish(result)
+    }
+
+    /// Whether the component exports `responder.serve` (world `service`).
+    pub fn serves(&self) -> bool {
+        self.serve.is_some()
+    }
+
+    /// The instance's store data (the host side of its calls).
+    pub(crate) fn state_mut(&mut self) -> &mut HostState {
+        self.store.data_mut()
+    }
+
+    /// Call the guest's `responder.serve` with `request`, under the
+    /// instance's own budget. A component without the export faults (the
+    /// runtime only routes requests to components that have it).
+    pub fn serve(&mut self, request: Incoming<'_>) -> Result<Vec<u8>, CallError> {
+        Self::arm(&mut self.store, self.budget);
+        let Some(serve) = self.serve else {
+            return Err(CallError::Fault(Fault {
+                kind: FaultKind::Trap,
+                message: "the component does not export toka:runtime/responder".into(),
+            }));
+        };
+        let store = &mut self.store;
+        let result = contain(|| {
+            let typed = serve.typed::<(Incoming<'_>,), Served>(&*store)?;
+            let (reply,) = typed.call(&mut *store, (request,))?;
+            Ok(reply)
+        });
         self.finish(result)
     }
 

@@ -63,6 +63,7 @@ pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     wit::types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     wit::bus::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     wit::log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    wit::request::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     link_capabilities(&mut linker)?;
     Ok(linker)
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
 use super::bindings::AgentPre;
 use super::cache::Cache;
@@ -34,6 +34,27 @@ pub struct Module {
     pub component: Component,
     /// Pre-linked against the host: instantiation does no import resolution.
     pub pre: AgentPre<HostState>,
+    /// The `serve` function of its `toka:runtime/responder` export, when it
+    /// is a component of world `service` (see [`responder`]).
+    pub responder: Option<ComponentExportIndex>,
+}
+
+/// Name prefix of the responder export: any `0.1.x` is accepted, as the
+/// linker accepts any semver-compatible import.
+const RESPONDER: &str = "toka:runtime/responder@0.1.";
+
+/// The `serve` function `component` exports in `toka:runtime/responder`, if
+/// it exports one.
+pub fn responder(component: &Component, engine: &Engine) -> Option<ComponentExportIndex> {
+    let name = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name)
+        .find(|name| name.starts_with(RESPONDER))?
+        .to_owned();
+    let (_, interface) = component.get_export(None, &name)?;
+    let (_, serve) = component.get_export(Some(&interface), "serve")?;
+    Some(serve)
 }
 
 impl std::fmt::Debug for Module {
@@ -63,10 +84,12 @@ pub fn prelink(
             "does not export the Toka agent world (`toka:runtime/handler@0.1.x` with `init` and `handle`): {e:#}"
         ))
     })?;
+    let responder = responder(&component, linker.engine());
     Ok(Module {
         path: path.to_path_buf(),
         component,
         pre,
+        responder,
     })
 }
 

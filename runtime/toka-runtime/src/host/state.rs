@@ -28,11 +28,12 @@ use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
 
-use super::bindings::{bus, log, types};
+use super::bindings::{bus, log, request, types};
 use super::caps::{AgentCaps, Holds};
 use super::stdio::{GuestOutput, OutputCounters, Stream};
 use super::wait::{BoundedPoll, WaitState};
 use crate::publisher::AgentPublisher;
+use crate::rpc::AgentRpc;
 
 /// Clock resolution exposed to guests.
 const CLOCK_RESOLUTION_NS: u64 = 1_000_000;
@@ -45,6 +46,12 @@ pub struct HostState {
     pub(crate) caps: Arc<AgentCaps>,
     /// The deadline of the call in progress, for host calls that wait.
     pub(crate) wait: WaitState,
+    /// Request/reply for this agent (`None` outside a runtime: requests are
+    /// denied).
+    pub(crate) rpc: Option<Arc<AgentRpc>>,
+    /// The chain depth of the call in progress: 0 in `init`/`handle`, n
+    /// while serving a request that is n requests deep.
+    pub(crate) depth: u32,
     wasi: WasiCtx,
     table: ResourceTable,
     stdout: GuestOutput,
@@ -193,6 +200,8 @@ impl HostState {
             limits,
             caps: Arc::default(),
             wait: WaitState::default(),
+            rpc: None,
+            depth: 0,
             wasi,
             table,
             stdout,
@@ -257,6 +266,20 @@ impl bus::Host for HostState {
         self.publisher
             .publish(&kind, Bytes::from(payload))
             .map_err(Into::into)
+    }
+}
+
+impl request::Host for HostState {
+    fn request(
+        &mut self,
+        kind: String,
+        payload: Vec<u8>,
+        timeout_ms: u32,
+    ) -> Result<Vec<u8>, request::RequestError> {
+        match &self.rpc {
+            Some(rpc) => rpc.request(&self.wait, self.depth, &kind, payload, timeout_ms),
+            None => Err(request::RequestError::AccessDenied),
+        }
     }
 }
 
