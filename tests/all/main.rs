@@ -16,6 +16,8 @@
 //!   of the hostile suite (waits in host calls, guest strings, module files
 //!   and compile budgets);
 //! - `modules`: malformed modules are refused with a precise reason;
+//! - `requests`: request/reply between components: grants, routing,
+//!   failure answers, loops, bounds, no deadlock;
 //! - `seam`: what the capability list derives reaches `inspect` and `check`.
 
 mod bus;
@@ -29,4 +31,5 @@ mod hostile_modules;
 mod hostile_strings;
 mod hostile_waits;
 mod modules;
+mod requests;
 mod seam;

@@ -16,13 +16,20 @@
 //!   `block MS` (`pollable.block`), `nap-loop MS` (1 ms sleeps until MS have
 //!   passed); guest strings: `log-flood N BYTES`, `log-fields KEY VALUE`,
 //!   `fail TEXT`, `fail-size BYTES`, `publish-kind-size BYTES`.
+//! - Requests: `request KIND TEXT` (reply or error as the result),
+//!   `request-timeout KIND MS TEXT`, `request-size KIND BYTES`,
+//!   `request-loop N KIND` (N requests of 64 bytes, `:N` when all replied).
+//! - It is a server too (world `service`): `serve` echoes the payload, except
+//!   `who` (replies `kind|source|deadline_ms`) and `cmd:COMMAND` (runs the
+//!   command and replies with its outcome; an `err:` outcome is returned as
+//!   the server's error, a trap faults the server).
 //! - Config key `fail_init_size` fails `init` with an error of that many
 //!   bytes (an oversized guest string the host must not copy whole).
 //! - Config key `init_command` runs one command during `init`, and `command`
 //!   runs on every event whatever its kind: how a config file (no test
 //!   harness) makes a probe hostile, e.g. `command = "spin"` on `toka.tick`.
 
-wit_bindgen::generate!({ world: "agent", path: "../../wit", generate_all });
+wit_bindgen::generate!({ world: "service", path: "../../wit", generate_all });
 
 use std::cell::Cell;
 use std::io::Write;
@@ -30,6 +37,7 @@ use std::io::Write;
 use exports::toka::runtime::handler::Guest;
 use toka::runtime::bus::publish;
 use toka::runtime::log::{Level, log};
+use toka::runtime::request::{RequestError, request};
 use toka::runtime::types::{Error, Event};
 
 thread_local! {
@@ -58,6 +66,26 @@ fn describe(err: &Error) -> String {
         Error::Invalid(msg) => format!("invalid:{msg}"),
         Error::Unavailable => "unavailable".into(),
     }
+}
+
+fn describe_request(err: &RequestError) -> String {
+    match err {
+        RequestError::AccessDenied => "access-denied".into(),
+        RequestError::NoResponders => "no-responders".into(),
+        RequestError::Timeout => "timeout".into(),
+        RequestError::TooLarge(n) => format!("too-large:{n}"),
+        RequestError::Busy => "busy".into(),
+        RequestError::Loop => "loop".into(),
+        RequestError::Remote(msg) => format!("remote:{msg}"),
+        RequestError::Invalid(msg) => format!("invalid:{msg}"),
+        RequestError::Unavailable => "unavailable".into(),
+    }
+}
+
+fn ask(kind: &str, payload: &[u8], timeout_ms: u32) -> Result<String, String> {
+    request(kind, payload, timeout_ms)
+        .map(|reply| format!(":{}", String::from_utf8_lossy(&reply)))
+        .map_err(|e| describe_request(&e))
 }
 
 fn report(outcome: Result<String, String>) {
@@ -186,6 +214,27 @@ fn run(command: &str) -> Result<String, String> {
             Ok(format!(":{}", unsafe { std::ptr::read_volatile(far) }))
         }
         "count" => Ok(format!(":{}", HANDLED.get())),
+        "request" => ask(arg1, rest.as_bytes(), 10_000),
+        "request-timeout" => {
+            let (ms, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            ask(arg1, text.as_bytes(), millis(ms)? as u32)
+        }
+        "request-size" => {
+            let n: usize = rest.parse().map_err(|_| "bad size".to_string())?;
+            ask(arg1, &vec![b'r'; n], 10_000)
+        }
+        "request-loop" => {
+            let n: u64 = arg1.parse().map_err(|_| "bad count".to_string())?;
+            let payload = [b'q'; 64];
+            for i in 0..n {
+                let reply = request(rest, &payload, 10_000)
+                    .map_err(|e| format!("request {i}: {}", describe_request(&e)))?;
+                if reply.len() != payload.len() {
+                    return Err(format!("request {i}: a reply of {} bytes", reply.len()));
+                }
+            }
+            Ok(format!(":{n}"))
+        }
         "sleep" => {
             std::thread::sleep(std::time::Duration::from_millis(millis(arg1)?));
             Ok(String::new())
@@ -272,6 +321,20 @@ impl Guest for Probe {
             respond(&command)?;
         }
         Ok(())
+    }
+}
+
+impl exports::toka::runtime::responder::Guest for Probe {
+    fn serve(
+        request: exports::toka::runtime::responder::Incoming,
+    ) -> Result<Vec<u8>, String> {
+        if request.payload == b"who" {
+            return Ok(format!("{}|{}|{}", request.kind, request.source, request.deadline_ms).into_bytes());
+        }
+        match request.payload.strip_prefix(b"cmd:") {
+            Some(command) => run(&String::from_utf8_lossy(command)).map(String::into_bytes),
+            None => Ok(request.payload),
+        }
     }
 }
 

@@ -31,7 +31,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -82,8 +82,6 @@ pub(crate) struct ServerState {
     /// False once the agent is quarantined or its module failed: it is no
     /// longer a responder.
     pub(crate) gone: AtomicBool,
-    /// Requests answered by this agent's `serve` (ok or an error value).
-    pub(crate) served: AtomicU64,
 }
 
 impl ServerState {
@@ -395,7 +393,7 @@ fn serve_one(
     }
     match result {
         Ok(reply) => {
-            agent.server.served.fetch_add(1, Ordering::Relaxed);
+            agent.counters.served.fetch_add(1, Ordering::Relaxed);
             let limit = agent.config.limits.max_payload_bytes;
             if reply.len() as u64 > limit {
                 Err(RequestError::TooLarge(limit))
@@ -404,7 +402,7 @@ fn serve_one(
             }
         }
         Err(CallError::Returned(message)) => {
-            agent.server.served.fetch_add(1, Ordering::Relaxed);
+            agent.counters.served.fetch_add(1, Ordering::Relaxed);
             Err(RequestError::Remote(bounded(&message, MAX_ERROR).into_owned()))
         }
         Err(CallError::Fault(f)) => {

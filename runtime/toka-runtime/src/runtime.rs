@@ -302,6 +302,12 @@ impl Runtime {
                 rpc,
             )));
         }
+        // Servers take the first turns of the run, before any event
+        // published from now on wakes a client: a client's first request
+        // then finds its server running instead of queueing behind its start.
+        for (index, _) in &servers {
+            wasm[*index].schedule();
+        }
         router.set_servers(servers);
 
         if !compiles.is_empty() {

@@ -77,6 +77,8 @@ pub struct AgentCounters {
     pub faults: AtomicU64,
     /// Instances started (first start and restarts).
     pub starts: AtomicU64,
+    /// Requests this agent's `serve` answered (a reply or an error value).
+    pub served: AtomicU64,
     /// Guest stdout/stderr bytes logged and discarded.
     pub output: Arc<OutputCounters>,
 }
@@ -90,6 +92,11 @@ impl AgentCounters {
     /// Instances started so far (first start and restarts).
     pub fn starts(&self) -> u64 {
         self.starts.load(Ordering::Acquire)
+    }
+
+    /// Requests served so far (a reply or an error value).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Acquire)
     }
 
     /// Faults so far.
