@@ -50,14 +50,21 @@ fn start(agents: &str) -> Running {
             {agents}
             "#
         ),
-        &["probe.result", "probe.leak", "toka.dead-letter", "toka.agent.*"],
+        &[
+            "probe.result",
+            "probe.leak",
+            "toka.dead-letter",
+            "toka.agent.*",
+        ],
     )
 }
 
 /// Send `command` to agent `to` and wait for its `n`-th result from it.
 async fn ask(run: &Running, to: &str, command: &str) -> String {
     let before = results(run, to).len();
-    run.cx.publish(&format!("{to}.cmd"), command.to_owned()).unwrap();
+    run.cx
+        .publish(&format!("{to}.cmd"), command.to_owned())
+        .unwrap();
     let to = to.to_owned();
     run.rec
         .wait_for(&format!("a result from {to}"), |evs| {
@@ -81,13 +88,25 @@ fn results(run: &Running, from: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_granted_request_gets_the_servers_reply_with_the_real_source() {
-    let run = start(&[client("c", r#""echo.>""#, ""), server("s", r#""echo.>""#, "")].concat());
-    assert_eq!(ask(&run, "c", "request echo.hi hello there").await, "ok:hello there");
+    let run = start(
+        &[
+            client("c", r#""echo.>""#, ""),
+            server("s", r#""echo.>""#, ""),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        ask(&run, "c", "request echo.hi hello there").await,
+        "ok:hello there"
+    );
     let who = ask(&run, "c", "request echo.hi who").await;
     let parts: Vec<&str> = who.trim_start_matches("ok:").split('|').collect();
     assert_eq!(parts[..2], ["echo.hi", "c"], "{who}");
     let deadline: u32 = parts[2].parse().unwrap();
-    assert!(deadline > 0 && deadline <= 1000, "the requester's remaining budget: {who}");
+    assert!(
+        deadline > 0 && deadline <= 1000,
+        "the requester's remaining budget: {who}"
+    );
     let report = run.stop().await;
     assert!(report.agents.iter().all(|a| a.faults == 0), "{report:?}");
 }
@@ -111,8 +130,15 @@ async fn a_request_outside_the_grant_is_denied_and_never_reaches_a_server() {
         "err:access-denied",
         "no grant means no request"
     );
-    assert_eq!(ask(&run, "c", "request toka.tick x").await, "err:access-denied");
-    assert!(ask(&run, "c", "request bad..kind x").await.starts_with("err:invalid:"));
+    assert_eq!(
+        ask(&run, "c", "request toka.tick x").await,
+        "err:access-denied"
+    );
+    assert!(
+        ask(&run, "c", "request bad..kind x")
+            .await
+            .starts_with("err:invalid:")
+    );
     // A granted request after the denied ones: had they reached the server,
     // its leak would be recorded before this reply.
     assert_eq!(ask(&run, "c", "request echo.x after").await, "ok:after");
@@ -124,7 +150,10 @@ async fn a_request_outside_the_grant_is_denied_and_never_reaches_a_server() {
 async fn no_responders_is_answered_at_once() {
     let run = start(&client("c", r#""nobody.>""#, "timeout_ms = 10000"));
     let started = Instant::now();
-    assert_eq!(ask(&run, "c", "request nobody.home x").await, "err:no-responders");
+    assert_eq!(
+        ask(&run, "c", "request nobody.home x").await,
+        "err:no-responders"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "not after the 10 s timeout: {:?}",
@@ -151,9 +180,16 @@ async fn self_requests_and_cycles_end_in_loop_at_once() {
         ask(&run, "a", "request b.x cmd:request a.y who").await,
         "err:remote:loop"
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let report = run.stop().await;
-    assert!(report.agents.iter().all(|a| a.faults == 0), "no trap: {report:?}");
+    assert!(
+        report.agents.iter().all(|a| a.faults == 0),
+        "no trap: {report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,15 +212,28 @@ async fn a_server_may_itself_request_another_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_error_or_fault_answers_remote_and_the_server_comes_back() {
-    let run = start(&[client("c", r#""echo.>""#, ""), server("s", r#""echo.>""#, "")].concat());
-    assert_eq!(ask(&run, "c", "request echo.x cmd:fail boom").await, "err:remote:boom");
+    let run = start(
+        &[
+            client("c", r#""echo.>""#, ""),
+            server("s", r#""echo.>""#, ""),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        ask(&run, "c", "request echo.x cmd:fail boom").await,
+        "err:remote:boom"
+    );
     let fault = ask(&run, "c", "request echo.x cmd:trap").await;
-    assert!(fault.starts_with("err:remote:the server `s` faulted"), "{fault}");
+    assert!(
+        fault.starts_with("err:remote:the server `s` faulted"),
+        "{fault}"
+    );
     run.rec
         .wait_for("the request's dead letter", |evs| {
             evs.iter().any(|e| {
                 e.kind.as_str() == "toka.dead-letter"
-                    && String::from_utf8_lossy(&e.payload).contains(r#""request":{"kind":"echo.x","source":"c"}"#)
+                    && String::from_utf8_lossy(&e.payload)
+                        .contains(r#""request":{"kind":"echo.x","source":"c"}"#)
             })
         })
         .await;
@@ -265,9 +314,19 @@ async fn payloads_and_replies_are_bounded_by_the_agents_limits() {
         ]
         .concat(),
     );
-    assert_eq!(ask(&run, "small", "request-size echo.x 200").await, "err:too-large:100");
-    assert_eq!(ask(&run, "big", "request-size echo.x 60").await, "err:too-large:50");
-    assert!(ask(&run, "big", "request-size echo.x 40").await.starts_with("ok:r"));
+    assert_eq!(
+        ask(&run, "small", "request-size echo.x 200").await,
+        "err:too-large:100"
+    );
+    assert_eq!(
+        ask(&run, "big", "request-size echo.x 60").await,
+        "err:too-large:50"
+    );
+    assert!(
+        ask(&run, "big", "request-size echo.x 40")
+            .await
+            .starts_with("ok:r")
+    );
     run.stop().await;
 }
 
@@ -292,11 +351,14 @@ async fn a_full_server_queue_answers_busy() {
     run.cx.publish("s.cmd", "busy 1500").unwrap();
     run.rec
         .wait_for("the server to be busy", |evs| {
-            evs.iter().any(|e| e.kind.as_str() == "probe.seen" && &*e.source == "s")
+            evs.iter()
+                .any(|e| e.kind.as_str() == "probe.seen" && &*e.source == "s")
         })
         .await;
     for c in ["c0", "c1", "c2"] {
-        run.cx.publish(&format!("{c}.cmd"), "request echo.x hi").unwrap();
+        run.cx
+            .publish(&format!("{c}.cmd"), "request echo.x hi")
+            .unwrap();
     }
     run.rec
         .wait_for("three answers", |evs| {
@@ -324,13 +386,21 @@ async fn a_quarantined_server_is_no_longer_a_responder() {
         ]
         .concat(),
     );
-    assert!(ask(&run, "c", "request echo.x cmd:trap").await.starts_with("err:remote:"));
+    assert!(
+        ask(&run, "c", "request echo.x cmd:trap")
+            .await
+            .starts_with("err:remote:")
+    );
     run.rec
         .wait_for("the quarantine", |evs| {
-            evs.iter().any(|e| e.kind.as_str() == "toka.agent.quarantined")
+            evs.iter()
+                .any(|e| e.kind.as_str() == "toka.agent.quarantined")
         })
         .await;
-    assert_eq!(ask(&run, "c", "request echo.x hi").await, "err:no-responders");
+    assert_eq!(
+        ask(&run, "c", "request echo.x hi").await,
+        "err:no-responders"
+    );
     run.stop().await;
 }
 
@@ -353,9 +423,17 @@ async fn a_serve_grant_needs_a_service_component() {
     let plan = rt.plan();
     let (name, error) = &plan.failed[0];
     assert_eq!(name, "counter");
-    assert!(error.to_string().contains("does not export `toka:runtime/responder`"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("does not export `toka:runtime/responder`"),
+        "{error}"
+    );
     assert!(error.to_string().contains("counter.wasm"), "{error}");
-    assert!(plan.agents.iter().any(|a| a.name == "ok"), "the others still start");
+    assert!(
+        plan.agents.iter().any(|a| a.name == "ok"),
+        "the others still start"
+    );
 }
 
 /// 200 agents x 1,000 requests to two servers complete with one worker
@@ -384,7 +462,10 @@ async fn two_hundred_requesters_on_one_worker_all_complete() {
         }
         run.rec.wait_kind("probe.result", 200).await;
         let results = run.rec.payloads("probe.result");
-        assert!(results.iter().all(|r| r == "ok:1000"), "workers = {workers}: {results:?}");
+        assert!(
+            results.iter().all(|r| r == "ok:1000"),
+            "workers = {workers}: {results:?}"
+        );
         let report = run.stop().await;
         assert!(report.agents.iter().all(|a| a.faults == 0));
     }
@@ -408,7 +489,8 @@ async fn a_waiting_requester_does_not_starve_other_agents() {
     run.cx.publish("s.cmd", "busy 2000").unwrap();
     run.rec
         .wait_for("the server to be busy", |evs| {
-            evs.iter().any(|e| e.kind.as_str() == "probe.seen" && &*e.source == "s")
+            evs.iter()
+                .any(|e| e.kind.as_str() == "probe.seen" && &*e.source == "s")
         })
         .await;
     run.cx.publish("c.cmd", "request echo.x hi").unwrap();
@@ -424,7 +506,8 @@ async fn a_waiting_requester_does_not_starve_other_agents() {
     );
     run.rec
         .wait_for("the client's reply", |evs| {
-            evs.iter().any(|e| e.kind.as_str() == "probe.result" && &*e.source == "c")
+            evs.iter()
+                .any(|e| e.kind.as_str() == "probe.result" && &*e.source == "c")
         })
         .await;
     assert_eq!(results(&run, "c"), ["ok:hi"]);

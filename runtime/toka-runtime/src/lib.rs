@@ -40,6 +40,7 @@ pub(crate) mod worker;
 
 pub use error::{Error, Result};
 pub use registry::{AgentReport, Plan, Report};
+pub use rpc::latency as request_latency;
 pub use runtime::{Runtime, RuntimeOptions, ShutdownHandle};
 pub use toka_core;
 pub use worker::{AgentCounters, Health};

@@ -36,14 +36,14 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use toka_capability::wait::{self, MAX_WAITING, WaitState};
+use toka_core::PatternSet;
 use toka_core::config::RequestsConfig;
 use toka_core::text::{MAX_ERROR, MAX_KIND, bounded};
 use toka_core::topic::{is_system_kind, validate_kind};
-use toka_core::PatternSet;
 
+use crate::host::CallError;
 use crate::host::bindings::request::RequestError;
 use crate::host::instance::Incoming;
-use crate::host::CallError;
 use crate::worker::{Health, Slot, WasmAgent, WorkerContext};
 
 /// `waiting_on` of an agent that waits on nobody.
@@ -53,6 +53,35 @@ const CALL: &str = "toka:runtime/request.request";
 /// Serves run inline on one thread at most this deep: each level may use
 /// the engine's whole wasm stack (512 KiB) of the thread's native stack.
 const MAX_INLINE: u32 = 4;
+
+/// Request round-trip times, recorded only while a benchmark asks for them
+/// (one relaxed load per request otherwise).
+pub mod latency {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use parking_lot::Mutex;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static SAMPLES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+    /// Start (or stop) recording the nanoseconds each `request` takes.
+    pub fn record(on: bool) {
+        ON.store(on, Ordering::Relaxed);
+    }
+
+    /// The samples recorded so far, emptied.
+    pub fn take() -> Vec<u64> {
+        std::mem::take(&mut SAMPLES.lock())
+    }
+
+    pub(crate) fn on() -> bool {
+        ON.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(ns: u64) {
+        SAMPLES.lock().push(ns);
+    }
+}
 
 thread_local! {
     /// Inline serves in progress on this thread.
@@ -190,6 +219,23 @@ impl AgentRpc {
         payload: Vec<u8>,
         timeout_ms: u32,
     ) -> Result<Vec<u8>, RequestError> {
+        if latency::on() {
+            let started = Instant::now();
+            let reply = self.route(wait, depth, kind, payload, timeout_ms);
+            latency::add(started.elapsed().as_nanos() as u64);
+            return reply;
+        }
+        self.route(wait, depth, kind, payload, timeout_ms)
+    }
+
+    fn route(
+        &self,
+        wait: &WaitState,
+        depth: u32,
+        kind: &str,
+        payload: Vec<u8>,
+        timeout_ms: u32,
+    ) -> Result<Vec<u8>, RequestError> {
         if let Err(e) = validate_kind(kind) {
             let shown = bounded(kind, MAX_KIND);
             return Err(RequestError::Invalid(format!("kind `{shown}` {e}")));
@@ -280,7 +326,9 @@ impl AgentRpc {
             });
         }
         agent.schedule();
-        match wait::bounded(wait, CALL, async { tokio::time::timeout(timeout, rx).await }) {
+        match wait::bounded(wait, CALL, async {
+            tokio::time::timeout(timeout, rx).await
+        }) {
             Ok(Ok(Ok(reply))) => reply,
             // The server left (quarantined) before it served the request.
             Ok(Ok(Err(_))) => Err(RequestError::NoResponders),
@@ -403,7 +451,9 @@ fn serve_one(
         }
         Err(CallError::Returned(message)) => {
             agent.counters.served.fetch_add(1, Ordering::Relaxed);
-            Err(RequestError::Remote(bounded(&message, MAX_ERROR).into_owned()))
+            Err(RequestError::Remote(
+                bounded(&message, MAX_ERROR).into_owned(),
+            ))
         }
         Err(CallError::Fault(f)) => {
             let answer = format!(

@@ -12,12 +12,14 @@
 //! - `dispatch`: events through the bus into one agent, fan-out to many,
 //!   publish→handled latency;
 //! - `restart`: a fresh ready agent instance against raw pooled instantiation;
+//! - `requests`: request/reply round trips against two raw calls;
 //! - `child`: scenarios that run in a child process so their measurements
 //!   start clean: footprint (resident memory per idle agent) and cold start.
 
 mod child;
 mod dispatch;
 mod raw;
+mod requests;
 mod restart;
 
 use std::path::{Path, PathBuf};
@@ -174,6 +176,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("fanout", dispatch::fanout),
     ("latency", dispatch::latency),
     ("restart", restart::fresh_instance),
+    ("request_roundtrip", requests::roundtrip),
     ("cold_start", child::cold_start),
     ("footprint", child::footprint),
 ];
