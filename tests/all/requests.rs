@@ -513,3 +513,66 @@ async fn a_waiting_requester_does_not_starve_other_agents() {
     assert_eq!(results(&run, "c"), ["ok:hi"]);
     run.stop().await;
 }
+
+/// `toka check`'s plan names who serves and who may request what.
+#[test]
+fn the_plan_lists_serve_and_request_grants() {
+    let (rt, _rec) = toka_tests::with_recorder(
+        &[
+            client("c", r#""echo.>", "s3.get""#, ""),
+            server("s", r#""echo.>""#, r#"request = ["s3.>"]"#),
+        ]
+        .concat(),
+        &[],
+    );
+    let plan = rt.plan();
+    let grants = |name: &str| {
+        plan.agents
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.grants.clone())
+            .unwrap()
+    };
+    assert_eq!(grants("c"), ["request: echo.>, s3.get"]);
+    assert_eq!(grants("s"), ["serve: echo.>", "request: s3.>"]);
+}
+
+/// Shutdown does not wait for a request longer than its timeout: a client
+/// waiting on a server that never gets to it still lets the run end.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_is_bounded_while_a_request_waits() {
+    logs();
+    let run = Running::start(
+        &format!(
+            "[event_bus]\nworkers = 2\ndrain_timeout = \"100ms\"\n{}{}",
+            client("c", r#""echo.>""#, "timeout_ms = 2000"),
+            server("s", r#""echo.>""#, "timeout_ms = 5000"),
+        ),
+        &["probe.seen"],
+    );
+    run.cx.publish("s.cmd", "busy 4000").unwrap();
+    run.rec
+        .wait_for("the server to be busy", |evs| {
+            evs.iter()
+                .any(|e| e.kind.as_str() == "probe.seen" && &*e.source == "s")
+        })
+        .await;
+    run.cx
+        .publish("c.cmd", "request-timeout echo.x 60000 hi")
+        .unwrap();
+    run.rec
+        .wait_for("the client to be waiting", |evs| {
+            evs.iter()
+                .any(|e| e.kind.as_str() == "probe.seen" && &*e.source == "c")
+        })
+        .await;
+    let started = Instant::now();
+    run.stop().await;
+    // The server's 4 s of work bound the stop (a guest in a loop is only
+    // stopped by its own deadline); the request's 60 s do not.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
