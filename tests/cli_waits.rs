@@ -188,6 +188,9 @@ fn a_second_sigint_exits_at_once() {
     let (child, rx) = spawn(&["run", cfg.to_str().unwrap()]);
     wait_line(&rx, "runtime started", Duration::from_secs(30));
     wait_line(&rx, "agent started", Duration::from_secs(30));
+    // A victim is inside `handle` (its `probe.seen` is refused, then it
+    // sleeps): the drain cannot end by itself before the second signal.
+    wait_line(&rx, "publish refused", Duration::from_secs(30));
     let pid = child.id().to_string();
     let kill = |sig: &str| {
         let ok = Command::new("kill")
