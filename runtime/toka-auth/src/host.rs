@@ -74,9 +74,13 @@ pub const TOKEN_KEY_SECRET: &str = "toka/auth/token-key";
 
 /// Load the token signing key from `store`, creating it on first use.
 pub fn token_key(store: &SecretStore) -> Result<SigningKey, CapError> {
-    let fail = |what: String| CapError {
-        agent: None,
-        message: format!("token signing key (`{TOKEN_KEY_SECRET}` in the secret store): {what}"),
+    // The store is open and the key is the runtime's own: nothing here is
+    // the operator's input, so every error is a failure (a store that
+    // fails, a key record that is damaged).
+    let fail = |what: String| {
+        CapError::failure(format!(
+            "token signing key (`{TOKEN_KEY_SECRET}` in the secret store): {what}"
+        ))
     };
     match store
         .get(TOKEN_KEY_SECRET)

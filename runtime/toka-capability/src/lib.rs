@@ -28,7 +28,8 @@
 //! # Layout
 //! - [`bindings`]: the one `bindgen!` of `wit/` (world `agent`);
 //! - [`resources`]: the host types behind WIT resources;
-//! - this file: [`Capability`], [`View`], [`Has`], [`OpenCx`], [`CapError`].
+//! - this file: [`Capability`], [`View`], [`Has`], [`OpenCx`], [`CapError`]
+//!   and its [`CapErrorKind`].
 #![deny(missing_docs)]
 
 pub mod bindings;
@@ -38,7 +39,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use toka_core::{AgentConfig, PublishError, RuntimeConfig};
+use toka_core::{AgentConfig, ConfigError, PublishError, RuntimeConfig};
 use wasmtime::component::{Linker, ResourceTable};
 
 /// Why a grant cannot be honoured, or a capability cannot open.
@@ -49,14 +50,43 @@ pub struct CapError {
     pub agent: Option<String>,
     /// What is wrong, naming the config key.
     pub message: String,
+    /// Whose fault it is: the operator's input, or a failure (the `toka`
+    /// command's exit code, 2 or 1, follows it).
+    pub kind: CapErrorKind,
+}
+
+/// Whether a [`CapError`] is the operator's to fix in the input, or a
+/// failure the input does not explain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CapErrorKind {
+    /// The operator's input is wrong or missing: a malformed grant, a store a
+    /// grant needs that is not configured, a master key that is missing or
+    /// does not open the store. Fixed by editing the configuration or the
+    /// environment (`toka` exits 2).
+    Config,
+    /// Something failed that the input does not explain: I/O, a store's
+    /// data corrupt or held by another process, the random number generator
+    /// (`toka` exits 1).
+    Failure,
 }
 
 impl CapError {
-    /// A failure of a shared store or setting, not one agent's.
+    /// The operator's mistake in a shared store or setting, not one agent's.
     pub fn shared(message: impl Into<String>) -> Self {
         CapError {
             agent: None,
             message: message.into(),
+            kind: CapErrorKind::Config,
+        }
+    }
+
+    /// A shared store or setting failed for a reason the configuration does
+    /// not explain (I/O, corruption): [`CapErrorKind::Failure`].
+    pub fn failure(message: impl Into<String>) -> Self {
+        CapError {
+            kind: CapErrorKind::Failure,
+            ..CapError::shared(message)
         }
     }
 
@@ -70,7 +100,29 @@ impl CapError {
                 agent.location,
                 message.into()
             ),
+            kind: CapErrorKind::Config,
         }
+    }
+
+    /// One of `agent`'s capability keys is malformed: `error`, from the
+    /// located getters of [`AgentConfig::keys`], already names the file,
+    /// line, column and `agents[i].key`, so it is kept as it is.
+    pub fn config(agent: &AgentConfig, error: ConfigError) -> Self {
+        CapError {
+            agent: Some(agent.name.clone()),
+            message: error.to_string(),
+            kind: CapErrorKind::Config,
+        }
+    }
+
+    /// The same error, of `kind`.
+    pub fn with_kind(self, kind: CapErrorKind) -> Self {
+        CapError { kind, ..self }
+    }
+
+    /// True when the operator's input is to blame ([`CapErrorKind::Config`]).
+    pub fn is_config(&self) -> bool {
+        self.kind == CapErrorKind::Config
     }
 }
 
@@ -199,5 +251,40 @@ mod tests {
             .shared::<u64>(|| Err(CapError::shared("no store")))
             .unwrap_err();
         assert_eq!(err.to_string(), "no store");
+    }
+
+    #[test]
+    fn errors_say_whose_fault_they_are() {
+        let shared = CapError::shared("no store is configured");
+        assert_eq!((shared.kind, shared.agent), (CapErrorKind::Config, None));
+        let failed = CapError::failure("disk full");
+        assert_eq!(failed.kind, CapErrorKind::Failure);
+        assert!(!failed.is_config());
+        assert_eq!(failed.to_string(), "disk full");
+        assert!(failed.with_kind(CapErrorKind::Config).is_config());
+
+        let config = RuntimeConfig::parse_declared(
+            "[[agents]]\nname = \"a\"\nquota = \"big\"\n",
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+            &toka_core::config::Declared {
+                sections: &[],
+                agent_keys: &["quota"],
+            },
+            &|_| None,
+        )
+        .unwrap();
+        let agent = &config.agents[0];
+        let err = CapError::agent(agent, "`quota`: too big");
+        assert_eq!(err.kind, CapErrorKind::Config);
+        assert_eq!(err.to_string(), "agent `a` (t.toml:1:1): `quota`: too big");
+        let located = agent.keys().get_uint("quota", 1, 8).unwrap_err();
+        let err = CapError::config(agent, located);
+        assert_eq!(err.agent.as_deref(), Some("a"));
+        assert!(err.is_config());
+        assert_eq!(
+            err.to_string(),
+            "t.toml:3:9: agents[0].quota: expected an integer, found a string"
+        );
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use toka_capability::bindings::{secrets, types};
-use toka_capability::{CapError, Capability, Has, OpenCx, View};
+use toka_capability::{CapError, CapErrorKind, Capability, Has, OpenCx, View};
 use toka_core::{AgentConfig, RuntimeConfig};
 use wasmtime::component::{HasData, Linker};
 
@@ -25,9 +25,24 @@ pub struct Secrets {
 
 /// The master key the runtime's stores are sealed with (`[secrets]
 /// key_file`, or `TOKA_MASTER_KEY`).
+///
+/// A key that is missing or malformed is the operator's to fix
+/// ([`CapErrorKind::Config`]); a key file that cannot be read is a failure.
 pub fn master_key(config: &RuntimeConfig) -> Result<MasterKey, CapError> {
-    MasterKey::resolve(config.secrets.key_file.as_deref())
-        .map_err(|e| CapError::shared(format!("capabilities need the master key: {e}")))
+    MasterKey::resolve(config.secrets.key_file.as_deref()).map_err(|e| {
+        CapError::shared(format!("capabilities need the master key: {e}"))
+            .with_kind(kind(e.is_operator_error()))
+    })
+}
+
+/// The kind of a capability error whose cause says whether it is the
+/// operator's (`is_operator_error` of the keyring's and the stores' errors).
+pub fn kind(is_operator_error: bool) -> CapErrorKind {
+    if is_operator_error {
+        CapErrorKind::Config
+    } else {
+        CapErrorKind::Failure
+    }
 }
 
 /// The secret store, opened once for every capability that reads it
@@ -40,8 +55,11 @@ pub fn store(config: &RuntimeConfig, cx: &mut OpenCx) -> Result<Arc<SecretStore>
                 "an agent is granted `secrets` (or `auth` tokens) but no secret store is configured: set `[secrets] path` (or `[event_bus] secret_store`)",
             ));
         };
-        SecretStore::open(path, master)
-            .map_err(|e| CapError::shared(format!("secret store {}: {e}", path.display())))
+        // A wrong key is the operator's; a store that fails or is damaged is not.
+        SecretStore::open(path, master).map_err(|e| {
+            CapError::shared(format!("secret store {}: {e}", path.display()))
+                .with_kind(kind(e.is_operator_error()))
+        })
     })
 }
 
@@ -199,6 +217,50 @@ mod tests {
             host.get("stripe/none".into()),
             Err(types::Error::AccessDenied)
         ));
+    }
+
+    /// A config naming `store` (if any) and the key file `key`.
+    fn config(store: Option<&std::path::Path>, key: &std::path::Path) -> RuntimeConfig {
+        let path = store.map_or(String::new(), |p| format!("path = {:?}\n", p));
+        RuntimeConfig::parse_str(
+            &format!("[secrets]\n{path}key_file = {key:?}\n"),
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+            &[],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn opening_the_store_says_whose_fault_a_failure_is() {
+        if std::env::var_os(toka_keyring::MASTER_KEY_ENV).is_some() {
+            return; // The environment's key would win over the key files here.
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (key, other) = (dir.path().join("master.key"), dir.path().join("other.key"));
+        let master = MasterKey::create_key_file(&key).unwrap();
+        MasterKey::create_key_file(&other).unwrap();
+        let db = dir.path().join("s.db");
+        drop(SecretStore::open(&db, master).unwrap());
+        let open = |cfg: &RuntimeConfig| super::store(cfg, &mut OpenCx::default()).map(|_| ());
+
+        // The operator's to fix: nothing configured, no key, the wrong key.
+        let err = open(&config(None, &key)).unwrap_err();
+        assert_eq!(err.kind, CapErrorKind::Config);
+        assert!(err.message.contains("no secret store is configured"), "{err}");
+        let err = open(&config(Some(&db), &dir.path().join("absent.key"))).unwrap_err();
+        assert_eq!(err.kind, CapErrorKind::Config, "{err}");
+        let err = open(&config(Some(&db), &other)).unwrap_err();
+        assert_eq!(err.kind, CapErrorKind::Config, "{err}");
+        assert!(err.message.contains("wrong master key"), "{err}");
+
+        // Not the operator's: the store cannot be read (a file in its place).
+        let in_the_way = dir.path().join("file.db");
+        std::fs::write(&in_the_way, b"not a database").unwrap();
+        let err = open(&config(Some(&in_the_way), &key)).unwrap_err();
+        assert_eq!(err.kind, CapErrorKind::Failure, "{err}");
+
+        open(&config(Some(&db), &key)).unwrap();
     }
 
     #[test]

@@ -65,8 +65,12 @@ impl Capability for Vault {
             ));
         };
         let key = VaultKey::from_bytes(*master.derive(KEY_CONTEXT));
-        let store = Store::open(path, key)
-            .map_err(|e| CapError::shared(format!("vault {}: {e}", path.display())))?;
+        // A wrong key is the operator's; a vault that fails, is damaged or
+        // is held by another process is not.
+        let store = Store::open(path, key).map_err(|e| {
+            CapError::shared(format!("vault {}: {e}", path.display()))
+                .with_kind(toka_secrets::host::kind(e.is_operator_error()))
+        })?;
         Ok(Vault {
             store: Arc::new(store),
             max_blob_bytes: config.vault.max_blob_mb << 20,
@@ -311,6 +315,45 @@ mod tests {
             host.put(None, "big".into(), "x/y".into(), vec![0; 2048]),
             Err(types::Error::TooLarge(1024))
         ));
+    }
+
+    #[test]
+    fn opening_the_vault_says_whose_fault_a_failure_is() {
+        use toka_capability::CapErrorKind;
+        use toka_secrets::MasterKey;
+
+        if std::env::var_os(toka_keyring::MASTER_KEY_ENV).is_some() {
+            return; // The environment's key would win over the key files here.
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (key, other) = (dir.path().join("master.key"), dir.path().join("other.key"));
+        let master = MasterKey::create_key_file(&key).unwrap();
+        MasterKey::create_key_file(&other).unwrap();
+        let vault = dir.path().join("v");
+        drop(Store::open(&vault, VaultKey::from_bytes(*master.derive(KEY_CONTEXT))).unwrap());
+        let open = |path: Option<&std::path::Path>, key: &std::path::Path| {
+            let path = path.map_or(String::new(), |p| format!("[vault]\npath = {p:?}\n"));
+            let cfg = RuntimeConfig::parse_str(
+                &format!("[secrets]\nkey_file = {key:?}\n{path}"),
+                std::path::Path::new("t.toml"),
+                std::path::Path::new("."),
+                &[],
+            )
+            .unwrap();
+            Vault::open(&cfg, &[], &mut OpenCx::default()).map(|_| ())
+        };
+
+        let err = open(None, &key).unwrap_err();
+        assert_eq!(err.kind, CapErrorKind::Config);
+        assert!(err.message.contains("no vault is configured"), "{err}");
+        let err = open(Some(&vault), &other).unwrap_err();
+        assert_eq!(err.kind, CapErrorKind::Config, "{err}");
+        assert!(err.message.contains("wrong key"), "{err}");
+
+        // A damaged manifest is not the operator's to fix in the config.
+        std::fs::write(vault.join("manifest"), b"garbage").unwrap();
+        let err = open(Some(&vault), &key).unwrap_err();
+        assert_eq!(err.kind, CapErrorKind::Failure, "{err}");
     }
 
     #[test]
