@@ -73,11 +73,18 @@ impl Capability for Secrets {
     type Grant = Grant;
     type AgentState = SecretsCtx;
 
+    /// `secrets = ["stripe/*", "db/password"]`: the name patterns the agent
+    /// may read; absent or `[]` grants nothing.
     fn grant(agent: &AgentConfig) -> Result<Option<Grant>, CapError> {
-        if agent.grants.secrets.is_empty() {
+        let patterns = agent
+            .keys()
+            .get_strings("secrets")
+            .map_err(|e| CapError::config(agent, e))?
+            .unwrap_or_default();
+        if patterns.is_empty() {
             return Ok(None);
         }
-        Grant::new(&agent.grants.secrets)
+        Grant::new(&patterns)
             .map(Some)
             .map_err(|e| CapError::agent(agent, format!("`secrets`: {e}")))
     }
@@ -261,6 +268,41 @@ mod tests {
         assert_eq!(err.kind, CapErrorKind::Failure, "{err}");
 
         open(&config(Some(&db), &key)).unwrap();
+    }
+
+    /// `[[agents]] name = "a"` plus `keys`, loaded as the runtime loads it.
+    fn agent(keys: &str) -> AgentConfig {
+        let config = RuntimeConfig::parse_declared(
+            &format!("[[agents]]\nname = \"a\"\n{keys}\n"),
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+            &toka_core::Declared {
+                sections: &[],
+                agent_keys: Secrets::AGENT_KEYS,
+            },
+            &|_| None,
+        )
+        .unwrap();
+        config.agents[0].clone()
+    }
+
+    #[test]
+    fn the_grant_is_parsed_from_the_agents_own_key() {
+        assert!(Secrets::grant(&agent("")).unwrap().is_none(), "denied by default");
+        assert!(Secrets::grant(&agent("secrets = []")).unwrap().is_none());
+        let grant = Secrets::grant(&agent(r#"secrets = ["stripe/*", "db/password"]"#))
+            .unwrap()
+            .unwrap();
+        assert_eq!(Secrets::describe(&grant), "secrets: stripe/*, db/password");
+
+        let err = Secrets::grant(&agent("secrets = \"stripe/*\"")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.toml:3:11: agents[0].secrets: expected an array of strings, found a string"
+        );
+        let err = Secrets::grant(&agent(r#"secrets = ["stripe/[a-z]"]"#)).unwrap_err();
+        assert!(err.is_config());
+        assert!(err.to_string().starts_with("agent `a` (t.toml:1:1): `secrets`: "), "{err}");
     }
 
     #[test]

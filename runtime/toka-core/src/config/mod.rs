@@ -21,13 +21,13 @@
 //!   that check them, and the views capabilities parse their own keys with
 //!   ([`Section`], [`AgentKeys`], [`LocatedTable`]);
 //! - `limits`: [`Limits`] (`[limits]` and per-agent overrides);
-//! - `agents`: [`AgentConfig`], [`Grants`], agent names and module files;
+//! - `agents`: [`AgentConfig`], agent names and module files;
 //! - `sections`: [`EventBusConfig`], [`SecretsConfig`], [`VaultConfig`],
 //!   [`TrustConfig`], [`ModulesConfig`].
 //!
 //! Imports run one way, each module using only those before it: `error`,
 //! `located`, `interpolate`, `limits`, `sections` (for `MAX_BUFFER_SIZE`),
-//! `agents` (for `MAX_VAULT_MB`), then this module, which uses them all.
+//! `agents`, then this module, which uses them all.
 //!
 //! # Capabilities
 //!
@@ -70,10 +70,7 @@ use std::sync::Arc;
 
 use toml::de::DeTable;
 
-pub use agents::{
-    AUTH_GRANTS, AgentConfig, DEFAULT_VAULT_QUOTA_MB, Grants, MAX_AGENT_NAME_LEN, snake_case,
-    valid_agent_name,
-};
+pub use agents::{AgentConfig, MAX_AGENT_NAME_LEN, snake_case, valid_agent_name};
 pub use error::{ConfigError, Result};
 pub use limits::{Limits, MAX_BUFFER_SIZE, MAX_MEMORY_MB};
 pub use located::{AgentKeys, LocatedTable, Section};
@@ -149,12 +146,16 @@ pub struct Declared<'a> {
     /// listing them in [`RuntimeConfig::ignored_sections`]. Names of built-in
     /// sections are ignored here.
     pub sections: &'a [&'a str],
-    /// `[[agents]]` keys a capability reads itself: kept out of
-    /// [`AgentConfig::settings`] and kept, interpolated and located, in
-    /// [`AgentConfig::owned`] (see [`AgentConfig::keys`]). Names of built-in
-    /// agent keys (`name`, `module`, `subscribe`, `publish`, `every`, the
-    /// grant keys and the [`Limits`] keys) are ignored here: those keep their
-    /// built-in meaning.
+    /// `[[agents]]` keys a capability reads itself (its grant: `secrets`,
+    /// `vault`, ...): kept out of [`AgentConfig::settings`] and kept,
+    /// interpolated and located, in [`AgentConfig::owned`] (see
+    /// [`AgentConfig::keys`]). Names of built-in agent keys (`name`,
+    /// `module`, `subscribe`, `publish`, `request`, `serve`, `every` and the
+    /// [`Limits`] keys) are ignored here: those keep their built-in meaning.
+    ///
+    /// A capability's keys that are not declared are plain settings, so a
+    /// runtime loads its configuration with every registered capability's
+    /// keys declared (`toka_runtime::host::caps::declared()`).
     pub agent_keys: &'a [&'a str],
 }
 
