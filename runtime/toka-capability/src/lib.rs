@@ -25,6 +25,21 @@
 //! }
 //! ```
 //!
+//! # Key rotation
+//!
+//! A capability that keeps a store sealed under the master key (the secret
+//! store, the vault; durable key-value and the ledger next) takes part in
+//! `toka secrets rotate-key` by implementing [`Capability::sealed`]: the
+//! kernel lists every built capability's stores from its registry, and the
+//! CLI rotates over that list, so no command names a store. The hook is
+//! written in terms of the keyring's `Sealed` (re-exported here as
+//! [`Sealed`]) only with this crate's `keyring` feature, which the `host`
+//! feature of each such capability crate enables (its `sealed` does not
+//! compile otherwise). Without it (a build in which no capability seals
+//! anything, the lean kernel) [`Sealed`] is a stand-in trait nothing
+//! implements: the hook and the kernel's list exist in every build, empty
+//! there, and the kernel never depends on the keyring.
+//!
 //! # Layout
 //! - [`bindings`]: the one `bindgen!` of `wit/` (world `agent`);
 //! - [`resources`]: the host types behind WIT resources;
@@ -126,6 +141,18 @@ impl CapError {
     }
 }
 
+/// A store sealed under the master key, as key rotation sees it: the
+/// keyring's `toka_keyring::Sealed` (feature `keyring`).
+#[cfg(feature = "keyring")]
+pub use toka_keyring::Sealed;
+
+/// A store sealed under the master key, as key rotation sees it: without
+/// the `keyring` feature no capability of the build seals one, and this
+/// stand-in, which nothing implements, keeps [`Capability::sealed`]'s
+/// signature (see the crate's "Key rotation").
+#[cfg(not(feature = "keyring"))]
+pub trait Sealed {}
+
 /// One host capability.
 ///
 /// Lifecycle: [`Capability::grant`] per agent when the runtime is built
@@ -170,6 +197,20 @@ pub trait Capability: Sized + Send + Sync + 'static {
 
     /// One line describing `grant` for `toka check`.
     fn describe(grant: &Self::Grant) -> String;
+
+    /// The stores `config` names that this capability keeps sealed under the
+    /// master key and that exist, for `toka secrets rotate-key` to re-key
+    /// and for an interrupted rotation to be settled over (see the crate's
+    /// "Key rotation"). Called whether or not any agent holds a grant: a
+    /// store is sealed under the key whoever uses it. Default: none.
+    ///
+    /// The order of a capability's stores, and of the capabilities in the
+    /// kernel's list, is the order they are re-keyed in; it must not change
+    /// between versions, since settling an interrupted rotation relies on it.
+    fn sealed(config: &RuntimeConfig) -> Vec<Box<dyn Sealed>> {
+        let _ = config;
+        Vec::new()
+    }
 }
 
 /// What a capability's host calls see: the calling agent, its state when it

@@ -8,11 +8,11 @@
 use std::sync::Arc;
 
 use toka_capability::bindings::{secrets, types};
-use toka_capability::{CapError, CapErrorKind, Capability, Has, OpenCx, View};
+use toka_capability::{CapError, CapErrorKind, Capability, Has, OpenCx, Sealed, View};
 use toka_core::{AgentConfig, RuntimeConfig};
 use wasmtime::component::{HasData, Linker};
 
-use crate::{Grant, MasterKey, SecretStore};
+use crate::{Grant, MasterKey, SealedStore, SecretStore};
 
 /// Longest secret name echoed into a log record.
 const MAX_LOGGED_NAME: usize = 256;
@@ -110,6 +110,15 @@ impl Capability for Secrets {
     fn describe(grant: &Grant) -> String {
         let patterns: Vec<&str> = grant.patterns().collect();
         format!("secrets: {}", patterns.join(", "))
+    }
+
+    /// The secret store, if one exists where the configuration puts it
+    /// (auth's token key is in it too).
+    fn sealed(config: &RuntimeConfig) -> Vec<Box<dyn Sealed>> {
+        let path = config.secrets.path.as_deref().filter(|p| p.exists());
+        path.map(|p| Box::new(SealedStore::new(p)) as Box<dyn Sealed>)
+            .into_iter()
+            .collect()
     }
 }
 
@@ -268,6 +277,18 @@ mod tests {
         assert_eq!(err.kind, CapErrorKind::Failure, "{err}");
 
         open(&config(Some(&db), &key)).unwrap();
+    }
+
+    #[test]
+    fn the_store_takes_part_in_key_rotation_once_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, key) = (dir.path().join("s.db"), dir.path().join("k"));
+        assert!(Secrets::sealed(&config(None, &key)).is_empty());
+        assert!(Secrets::sealed(&config(Some(&db), &key)).is_empty(), "not created yet");
+        drop(SecretStore::open(&db, MasterKey::generate().unwrap()).unwrap());
+        let sealed = Secrets::sealed(&config(Some(&db), &key));
+        let names: Vec<&str> = sealed.iter().map(|s| s.name()).collect();
+        assert_eq!(names, [format!("the secret store at {}", db.display())]);
     }
 
     /// `[[agents]] name = "a"` plus `keys`, loaded as the runtime loads it.

@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use toka_capability::bindings::{types, vault};
-use toka_capability::{CapError, Capability, Has, OpenCx, View};
+use toka_capability::{CapError, Capability, Has, OpenCx, Sealed, View};
 use toka_core::{AgentConfig, RuntimeConfig};
 use wasmtime::component::{HasData, Linker};
 
-use crate::{Entry, Limits, Vault as Store, VaultKey};
+use crate::{Entry, Limits, SealedVault, Vault as Store, VaultKey};
 
 /// HKDF context deriving the vault key from the master key (the CLI uses
 /// the same one).
@@ -118,6 +118,14 @@ impl Capability for Vault {
             spaces.join(", "),
             grant.quota_mb
         )
+    }
+
+    /// The vault, if one exists where `[vault] path` puts it.
+    fn sealed(config: &RuntimeConfig) -> Vec<Box<dyn Sealed>> {
+        let dir = config.vault.path.as_deref().filter(|dir| Store::exists(dir));
+        dir.map(|dir| Box::new(SealedVault::new(dir)) as Box<dyn Sealed>)
+            .into_iter()
+            .collect()
     }
 }
 
@@ -337,6 +345,23 @@ mod tests {
             host.put(None, "big".into(), "x/y".into(), vec![0; 2048]),
             Err(types::Error::TooLarge(1024))
         ));
+    }
+
+    #[test]
+    fn the_vault_takes_part_in_key_rotation_once_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("v");
+        let config = |text: &str| {
+            RuntimeConfig::parse_str(text, std::path::Path::new("t.toml"), dir.path(), &[]).unwrap()
+        };
+        let configured = config("[vault]\npath = \"v\"\n");
+        assert!(Vault::sealed(&config("")).is_empty());
+        std::fs::create_dir(&vault).unwrap();
+        assert!(Vault::sealed(&configured).is_empty(), "a directory is not a vault");
+        drop(Store::open(&vault, VaultKey::from_bytes([3; 32])).unwrap());
+        let sealed = Vault::sealed(&configured);
+        let names: Vec<&str> = sealed.iter().map(|s| s.name()).collect();
+        assert_eq!(names, [format!("the vault at {}", vault.display())]);
     }
 
     #[test]

@@ -345,6 +345,22 @@ impl RuntimeConfig {
         self.declared.get(name).map(LocatedTable::section)
     }
 
+    /// Where the configuration puts the store of section `name`: `[secrets]
+    /// path` (or the seed's `[event_bus] secret_store`), `[vault] path`, or
+    /// the `path` of a declared section; `None` when it names none.
+    ///
+    /// Key rotation asks this about the capabilities a build lacks: it
+    /// cannot open their stores, and must not rotate the key out from under
+    /// one that exists.
+    pub fn store_path(&self, name: &str) -> Option<PathBuf> {
+        match name {
+            "secrets" => self.secrets.path.clone(),
+            "vault" => self.vault.path.clone(),
+            // A malformed `path` names no store; its capability reports it.
+            _ => self.section(name)?.get_path("path").ok().flatten(),
+        }
+    }
+
     /// The capability-owned keys of `agents[index]` (see
     /// [`Declared::agent_keys`] and [`AgentConfig::keys`]); `None` past the
     /// last agent.
@@ -513,6 +529,25 @@ default_driver = "s3"
             "p.toml:12:14: drivers.s3.bucket: expected a boolean, found a string"
         );
         assert!(cfg.section("vault").is_none() && cfg.section("providers").is_none());
+    }
+
+    #[test]
+    fn store_paths_by_section_name() {
+        let env = |_: &str| None;
+        let cfg = RuntimeConfig::parse_str_with_env(
+            "[event_bus]\nsecret_store = \"s.db\"\n[vault]\npath = \"v\"\n\
+             [kv]\npath = \"kv\"\n[odd]\npath = 1\n",
+            Path::new("p.toml"),
+            Path::new("/etc/toka"),
+            &["kv", "odd"],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(cfg.store_path("secrets"), Some("/etc/toka/s.db".into()));
+        assert_eq!(cfg.store_path("vault"), Some("/etc/toka/v".into()));
+        assert_eq!(cfg.store_path("kv"), Some("/etc/toka/kv".into()));
+        assert_eq!(cfg.store_path("odd"), None);
+        assert_eq!(cfg.store_path("ledger"), None);
     }
 
     #[test]

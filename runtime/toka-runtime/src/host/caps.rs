@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-pub use toka_capability::CapError;
+pub use toka_capability::{CapError, Sealed};
 #[allow(unused_imports, reason = "used only when a capability is built in")]
 use toka_capability::{Capability, OpenCx};
 use toka_core::config::AgentKeys;
@@ -39,9 +39,28 @@ pub trait Holds<C: Capability> {
     fn holds(&self) -> Option<&C::AgentState>;
 }
 
+/// One entry of [`sealed`]: a store a capability of this build keeps
+/// sealed under the master key, or a registered capability this build
+/// lacks, whose stores (if it has any) this build cannot open.
+pub enum SealedEntry {
+    /// A store that exists, as the keyring's rotation sees it.
+    Store(Box<dyn Sealed>),
+    /// The name of a registered capability this build does not have.
+    NotBuilt(&'static str),
+}
+
+impl std::fmt::Debug for SealedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SealedEntry::Store(_) => f.write_str("Store(..)"),
+            SealedEntry::NotBuilt(name) => f.debug_tuple("NotBuilt").field(name).finish(),
+        }
+    }
+}
+
 /// Derives, from the one list in [`registered!`], [`KNOWN`],
-/// [`AGENT_KEYS`], [`BUILT`], [`BUILT_KEYS`], [`INTERFACES`], [`AgentCaps`]
-/// (and its [`Holds`] impls) and [`Capabilities`].
+/// [`AGENT_KEYS`], [`BUILT`], [`BUILT_KEYS`], [`INTERFACES`], [`sealed`],
+/// [`AgentCaps`] (and its [`Holds`] impls) and [`Capabilities`].
 macro_rules! define {
     ($(
         #[cfg($meta:meta)] $field:ident : $ty:ty = [$($key:literal),* $(,)?]
@@ -77,6 +96,37 @@ macro_rules! define {
                 ),
             );
         )*
+
+        /// The stores sealed under the master key that `config` names, in the
+        /// order a key rotation re-keys them (`toka secrets rotate-key`, and
+        /// the settling of an interrupted one): each registered capability's
+        /// [`Capability::sealed`], the last registered first, with a
+        /// [`SealedEntry::NotBuilt`] in the place of each capability this
+        /// build lacks.
+        ///
+        /// Last registered first, so the secret store (the first capability's,
+        /// which others share) is re-keyed last and the vault just before it,
+        /// as rotations always did: a rotation from `TOKA_MASTER_KEY` refuses a
+        /// store other than the last that holds data, and settling an
+        /// interrupted rotation relies on the order staying put, so a new
+        /// capability registered at the end is re-keyed first.
+        pub fn sealed(config: &RuntimeConfig) -> Vec<SealedEntry> {
+            #[allow(unused_mut, reason = "empty without capabilities")]
+            let mut each: Vec<Vec<SealedEntry>> = Vec::new();
+            $(
+                #[cfg($meta)]
+                each.push(
+                    <$ty as Capability>::sealed(config)
+                        .into_iter()
+                        .map(SealedEntry::Store)
+                        .collect(),
+                );
+                #[cfg(not($meta))]
+                each.push(vec![SealedEntry::NotBuilt(stringify!($field))]);
+            )*
+            let _ = config;
+            each.into_iter().rev().flatten().collect()
+        }
 
         /// Every WIT interface the capabilities of this build serve, with
         /// the line `toka inspect` prints for it.
@@ -343,6 +393,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sealed_stores_come_last_registered_first_with_the_unbuilt_in_place() {
+        let entries = sealed(&config(""));
+        let unbuilt: Vec<&str> = entries
+            .iter()
+            .map(|e| match e {
+                SealedEntry::NotBuilt(name) => *name,
+                SealedEntry::Store(_) => panic!("an empty config names no store"),
+            })
+            .collect();
+        let expected: Vec<&str> = KNOWN
+            .iter()
+            .rev()
+            .map(|(name, _)| *name)
+            .filter(|name| !BUILT.contains(name))
+            .collect();
+        assert_eq!(unbuilt, expected);
     }
 
     #[test]
