@@ -126,5 +126,8 @@ fn the_registry_knows_every_capabilitys_keys_and_this_build_has_them_all() {
     );
     let agent = &config("[[agents]]\nname = \"a\"\nvault = true\nvault_quota_mb = 2\n").agents[0];
     assert!(agent.settings.is_empty(), "{:?}", agent.settings);
-    assert_eq!(agent.keys().get_uint("vault_quota_mb", 1, 8).unwrap(), Some(2));
+    assert_eq!(
+        agent.keys().get_uint("vault_quota_mb", 1, 8).unwrap(),
+        Some(2)
+    );
 }

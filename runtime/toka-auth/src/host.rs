@@ -319,7 +319,10 @@ mod tests {
         assert_eq!(Auth::grant(&agent("")).unwrap(), None, "denied by default");
         assert_eq!(Auth::grant(&agent("auth = []")).unwrap(), None);
         let ops = Auth::grant(&agent(r#"auth = ["password", "verify-token"]"#)).unwrap();
-        assert_eq!(ops.as_deref(), Some(&["password".into(), "verify-token".into()][..]));
+        assert_eq!(
+            ops.as_deref(),
+            Some(&["password".into(), "verify-token".into()][..])
+        );
 
         let err = Auth::grant(&agent(r#"auth = ["password", "root"]"#)).unwrap_err();
         assert!(err.is_config());

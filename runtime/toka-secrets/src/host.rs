@@ -263,7 +263,10 @@ mod tests {
         // The operator's to fix: nothing configured, no key, the wrong key.
         let err = open(&config(None, &key)).unwrap_err();
         assert_eq!(err.kind, CapErrorKind::Config);
-        assert!(err.message.contains("no secret store is configured"), "{err}");
+        assert!(
+            err.message.contains("no secret store is configured"),
+            "{err}"
+        );
         let err = open(&config(Some(&db), &dir.path().join("absent.key"))).unwrap_err();
         assert_eq!(err.kind, CapErrorKind::Config, "{err}");
         let err = open(&config(Some(&db), &other)).unwrap_err();
@@ -284,7 +287,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, key) = (dir.path().join("s.db"), dir.path().join("k"));
         assert!(Secrets::sealed(&config(None, &key)).is_empty());
-        assert!(Secrets::sealed(&config(Some(&db), &key)).is_empty(), "not created yet");
+        assert!(
+            Secrets::sealed(&config(Some(&db), &key)).is_empty(),
+            "not created yet"
+        );
         drop(SecretStore::open(&db, MasterKey::generate().unwrap()).unwrap());
         let sealed = Secrets::sealed(&config(Some(&db), &key));
         let names: Vec<&str> = sealed.iter().map(|s| s.name()).collect();
@@ -309,7 +315,10 @@ mod tests {
 
     #[test]
     fn the_grant_is_parsed_from_the_agents_own_key() {
-        assert!(Secrets::grant(&agent("")).unwrap().is_none(), "denied by default");
+        assert!(
+            Secrets::grant(&agent("")).unwrap().is_none(),
+            "denied by default"
+        );
         assert!(Secrets::grant(&agent("secrets = []")).unwrap().is_none());
         let grant = Secrets::grant(&agent(r#"secrets = ["stripe/*", "db/password"]"#))
             .unwrap()
@@ -323,7 +332,11 @@ mod tests {
         );
         let err = Secrets::grant(&agent(r#"secrets = ["stripe/[a-z]"]"#)).unwrap_err();
         assert!(err.is_config());
-        assert!(err.to_string().starts_with("agent `a` (t.toml:1:1): `secrets`: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("agent `a` (t.toml:1:1): `secrets`: "),
+            "{err}"
+        );
     }
 
     #[test]

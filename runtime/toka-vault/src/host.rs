@@ -122,7 +122,11 @@ impl Capability for Vault {
 
     /// The vault, if one exists where `[vault] path` puts it.
     fn sealed(config: &RuntimeConfig) -> Vec<Box<dyn Sealed>> {
-        let dir = config.vault.path.as_deref().filter(|dir| Store::exists(dir));
+        let dir = config
+            .vault
+            .path
+            .as_deref()
+            .filter(|dir| Store::exists(dir));
         dir.map(|dir| Box::new(SealedVault::new(dir)) as Box<dyn Sealed>)
             .into_iter()
             .collect()
@@ -357,7 +361,10 @@ mod tests {
         let configured = config("[vault]\npath = \"v\"\n");
         assert!(Vault::sealed(&config("")).is_empty());
         std::fs::create_dir(&vault).unwrap();
-        assert!(Vault::sealed(&configured).is_empty(), "a directory is not a vault");
+        assert!(
+            Vault::sealed(&configured).is_empty(),
+            "a directory is not a vault"
+        );
         drop(Store::open(&vault, VaultKey::from_bytes([3; 32])).unwrap());
         let sealed = Vault::sealed(&configured);
         let names: Vec<&str> = sealed.iter().map(|s| s.name()).collect();
@@ -424,7 +431,11 @@ mod tests {
         let grant = |keys: &str| Vault::grant(&agent_with(keys));
         assert_eq!(grant("").unwrap(), None, "denied by default");
         assert_eq!(grant("vault = false\nvault_shared = []").unwrap(), None);
-        assert_eq!(grant("vault_quota_mb = 8").unwrap(), None, "a quota grants nothing");
+        assert_eq!(
+            grant("vault_quota_mb = 8").unwrap(),
+            None,
+            "a quota grants nothing"
+        );
         let own = grant("vault = true").unwrap().unwrap();
         assert_eq!(own.quota_mb, 64);
         assert_eq!(DEFAULT_QUOTA_MB << 20, crate::DEFAULT_QUOTA_BYTES);
@@ -445,7 +456,9 @@ mod tests {
         assert!(err.is_config());
         assert_eq!(
             err.to_string(),
-            format!("t.toml:4:18: agents[0].vault_quota_mb: must be between 1 and {MAX_QUOTA_MB}, got 0")
+            format!(
+                "t.toml:4:18: agents[0].vault_quota_mb: must be between 1 and {MAX_QUOTA_MB}, got 0"
+            )
         );
         let err = grant("vault = \"yes\"").unwrap_err();
         assert_eq!(
@@ -458,7 +471,10 @@ mod tests {
     /// core's default must be this crate's.
     #[test]
     fn the_blob_size_default_is_the_cores() {
-        assert_eq!(toka_core::config::DEFAULT_MAX_BLOB_MB << 20, crate::DEFAULT_MAX_BLOB_BYTES);
+        assert_eq!(
+            toka_core::config::DEFAULT_MAX_BLOB_MB << 20,
+            crate::DEFAULT_MAX_BLOB_BYTES
+        );
     }
 
     #[test]

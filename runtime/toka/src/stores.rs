@@ -144,14 +144,8 @@ mod tests {
     use super::*;
 
     fn config(dir: &std::path::Path, text: &str) -> RuntimeConfig {
-        RuntimeConfig::parse_declared(
-            text,
-            &dir.join("t.toml"),
-            dir,
-            &caps::declared(),
-            &|_| None,
-        )
-        .unwrap()
+        RuntimeConfig::parse_declared(text, &dir.join("t.toml"), dir, &caps::declared(), &|_| None)
+            .unwrap()
     }
 
     #[test]
@@ -164,12 +158,18 @@ mod tests {
         let key = || MasterKey::generate().unwrap();
         drop(toka_secrets::SecretStore::open(dir.join("s.db"), key()).unwrap());
         #[cfg(feature = "vault")]
-        drop(toka_vault::Vault::open(&dir.join("v"), toka_vault::VaultKey::from_master(&key())).unwrap());
+        drop(
+            toka_vault::Vault::open(&dir.join("v"), toka_vault::VaultKey::from_master(&key()))
+                .unwrap(),
+        );
         let names: Vec<String> = sealed(&cfg).iter().map(|s| s.name().to_owned()).collect();
         let mut expected = Vec::new();
         #[cfg(feature = "vault")]
         expected.push(format!("the vault at {}", dir.join("v").display()));
-        expected.push(format!("the secret store at {}", dir.join("s.db").display()));
+        expected.push(format!(
+            "the secret store at {}",
+            dir.join("s.db").display()
+        ));
         assert_eq!(names, expected);
     }
 
@@ -182,7 +182,10 @@ mod tests {
         assert!(not_built(&cfg, "ledger").is_none(), "nothing configured");
         std::fs::create_dir(dir.join("v")).unwrap();
         let mut store = not_built(&cfg, "vault").expect("something is there");
-        assert_eq!(store.name(), format!("the vault store at {}", dir.join("v").display()));
+        assert_eq!(
+            store.name(),
+            format!("the vault store at {}", dir.join("v").display())
+        );
         let err = store.open(&MasterKey::generate().unwrap()).unwrap_err();
         assert!(err.is::<toka_keyring::UnsupportedError>(), "{err}");
     }

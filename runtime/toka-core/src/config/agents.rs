@@ -413,7 +413,11 @@ ratio = 0.5
         // Undeclared, a grant key is only a setting: nothing in the core
         // knows it.
         let cfg = parse(text).unwrap();
-        let names: Vec<&str> = cfg.agents[0].settings.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = cfg.agents[0]
+            .settings
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
         assert_eq!(names, ["secrets", "vault", "vault_quota_mb"]);
     }
 

@@ -111,19 +111,15 @@ macro_rules! define {
         /// interrupted rotation relies on the order staying put, so a new
         /// capability registered at the end is re-keyed first.
         pub fn sealed(config: &RuntimeConfig) -> Vec<SealedEntry> {
-            #[allow(unused_mut, reason = "empty without capabilities")]
-            let mut each: Vec<Vec<SealedEntry>> = Vec::new();
-            $(
+            let each: Vec<Vec<SealedEntry>> = Vec::from([$(
                 #[cfg($meta)]
-                each.push(
-                    <$ty as Capability>::sealed(config)
-                        .into_iter()
-                        .map(SealedEntry::Store)
-                        .collect(),
-                );
+                <$ty as Capability>::sealed(config)
+                    .into_iter()
+                    .map(SealedEntry::Store)
+                    .collect(),
                 #[cfg(not($meta))]
-                each.push(vec![SealedEntry::NotBuilt(stringify!($field))]);
-            )*
+                vec![SealedEntry::NotBuilt(stringify!($field))],
+            )*]);
             let _ = config;
             each.into_iter().rev().flatten().collect()
         }
@@ -359,16 +355,28 @@ mod tests {
     fn the_registration_lines_keys_are_each_capabilitys_own() {
         for (name, keys) in BUILT_KEYS {
             let line = KNOWN.iter().find(|(known, _)| known == name);
-            assert_eq!(line, Some(&(*name, *keys)), "the registration line of `{name}`");
+            assert_eq!(
+                line,
+                Some(&(*name, *keys)),
+                "the registration line of `{name}`"
+            );
         }
         assert_eq!(BUILT.len(), BUILT_KEYS.len());
-        let flat: Vec<&str> = KNOWN.iter().flat_map(|(_, keys)| keys.iter().copied()).collect();
+        let flat: Vec<&str> = KNOWN
+            .iter()
+            .flat_map(|(_, keys)| keys.iter().copied())
+            .collect();
         assert_eq!(flat, AGENT_KEYS);
         assert!(same_keys(&["a", "bc"], &["a", "bc"]) && !same_keys(&["a", "bc"], &["a", "b"]));
         assert!(!same("vault", "vaulT") && !same("a", "ab"));
         // Every registered key is declared, so none becomes a setting.
         for key in AGENT_KEYS {
-            assert!(config(&format!("{key} = [\"x\"]")).agents[0].settings.is_empty(), "{key}");
+            assert!(
+                config(&format!("{key} = [\"x\"]")).agents[0]
+                    .settings
+                    .is_empty(),
+                "{key}"
+            );
         }
     }
 
@@ -428,7 +436,9 @@ mod tests {
         .unwrap();
         let err = Capabilities::open(&config).unwrap_err();
         assert!(err.to_string().contains("declared()"), "{err}");
-        Capabilities::open(&RuntimeConfig::parse_str("", Path::new("t.toml"), Path::new("."), &[]).unwrap())
-            .unwrap();
+        Capabilities::open(
+            &RuntimeConfig::parse_str("", Path::new("t.toml"), Path::new("."), &[]).unwrap(),
+        )
+        .unwrap();
     }
 }

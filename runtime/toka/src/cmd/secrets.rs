@@ -379,7 +379,10 @@ mod tests {
             "3 secret(s) and 4 vault blob(s)"
         );
         assert_eq!(
-            rotated(&[2, 4, 3], &[store("entries"), store("vault blob(s)"), secrets()]),
+            rotated(
+                &[2, 4, 3],
+                &[store("entries"), store("vault blob(s)"), secrets()]
+            ),
             "3 secret(s), 4 vault blob(s) and 2 entries"
         );
     }
