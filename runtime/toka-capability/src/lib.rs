@@ -3,11 +3,14 @@
 //! A capability (secrets, vault, auth, and every one after them) is one
 //! crate: a wasmtime-free core the CLI uses, plus, behind its `host`
 //! feature, one type implementing [`Capability`]. The kernel lists that
-//! type once (`capabilities! { ... }` in `toka-runtime`'s `host::caps`) and
-//! derives from the list everything that used to be edited by hand: the
-//! per-agent state, opening shared stores, linking, the interfaces
-//! `toka inspect` reports as provided, the grant lines `toka check` prints
-//! and the `--version` feature list.
+//! type once, with the `[[agents]]` keys it owns (`registered! { ... }` in
+//! `toka-runtime`'s `host::caps`), and derives from the list everything
+//! that used to be edited by hand: the keys the configuration loader
+//! declares, the per-agent state, opening shared stores, linking, the
+//! interfaces `toka inspect` reports as provided, the grant lines `toka
+//! check` prints, the `--version` feature list and the stores key rotation
+//! re-keys. A capability parses its own grant from
+//! [`AgentConfig::keys`] in [`Capability::grant`].
 //!
 //! The shape follows Spin's `Factor` and wasmtime-wasi's view pattern: a
 //! capability's WIT `Host` impls are written against a borrowed
