@@ -54,6 +54,22 @@ done
 expect 2 "$lean" run config/minimal.toml --for 200ms --strict --cache-dir "$work/cache"
 grep -q "checksum mismatch" "$work/out" || fail "corruption not named: $(cat "$work/out")"
 
+# 5. A grant of a capability this build lacks is refused at once, naming the
+#    rebuild (the key is known from the registration line, not passed to the
+#    agent as a setting); "not granted" spelled out is accepted.
+{
+    printf 'modules_dir = "%s"\n' "$(pwd)/target/modules"
+    sed -n '/^\[\[agents\]\]/,$p' config/minimal.toml
+} >"$work/granted.toml"
+cp "$work/granted.toml" "$work/denied.toml"
+echo 'secrets = ["api/*"]' >>"$work/granted.toml"
+echo 'vault = false' >>"$work/denied.toml"
+expect 2 "$lean" check "$work/granted.toml" --cache-dir "$work/empty"
+grep -q '`secrets` is granted but this build has no `secrets` capability (rebuild `toka` with `--features secrets`)' "$work/out" ||
+    fail "the unbuilt grant is not refused by name: $(cat "$work/out")"
+"$lean" check "$work/denied.toml" --cache-dir "$work/empty" >"$work/out" 2>&1 || true
+if grep -q "is granted but" "$work/out"; then fail "vault = false refused: $(cat "$work/out")"; fi
+
 size() {
     cp "$1" "$work/strip-me"
     strip "$work/strip-me"

@@ -112,3 +112,22 @@ fn the_plan_prints_each_agents_grants() {
     );
     assert!(section("plain").contains("grants:    none"), "{plan}");
 }
+
+#[test]
+fn the_registry_knows_every_capabilitys_keys_and_this_build_has_them_all() {
+    let known: Vec<&str> = caps::KNOWN.iter().map(|(name, _)| *name).collect();
+    assert_eq!(known, caps::BUILT, "the tests build every capability");
+    // Each registration line's keys are the capability's own AGENT_KEYS
+    // (the build checks it too).
+    assert_eq!(caps::BUILT_KEYS, caps::KNOWN);
+    assert_eq!(
+        caps::declared().agent_keys,
+        ["secrets", "vault", "vault_shared", "vault_quota_mb", "auth"]
+    );
+    let agent = &config("[[agents]]\nname = \"a\"\nvault = true\nvault_quota_mb = 2\n").agents[0];
+    assert!(agent.settings.is_empty(), "{:?}", agent.settings);
+    assert_eq!(
+        agent.keys().get_uint("vault_quota_mb", 1, 8).unwrap(),
+        Some(2)
+    );
+}

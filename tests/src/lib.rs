@@ -16,11 +16,18 @@ include!(concat!(env!("OUT_DIR"), "/gen.rs"));
 /// How long a test waits for an expected event before failing.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Parse `toml` as a config whose `modules_dir` is the guests directory.
+/// Parse `toml` as a config whose `modules_dir` is the guests directory,
+/// as the runtime loads one (with every capability's keys declared).
 pub fn config(toml: &str) -> RuntimeConfig {
     let text = format!("modules_dir = {GUESTS_DIR:?}\n{toml}");
-    RuntimeConfig::parse_str(&text, Path::new("test.toml"), Path::new("."), &[])
-        .unwrap_or_else(|e| panic!("test config: {e}"))
+    RuntimeConfig::parse_declared(
+        &text,
+        Path::new("test.toml"),
+        Path::new("."),
+        &toka_runtime::host::caps::declared(),
+        &|name| std::env::var(name).ok(),
+    )
+    .unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
 /// A native agent that records every event it receives.

@@ -35,8 +35,19 @@ impl Capability for Auth {
     type Grant = Vec<String>;
     type AgentState = AuthCtx;
 
+    /// `auth = ["password", "verify-token"]`: any of [`OPERATIONS`], each
+    /// granted on its own; absent or `[]` grants nothing.
     fn grant(agent: &AgentConfig) -> Result<Option<Vec<String>>, CapError> {
-        Ok((!agent.grants.auth.is_empty()).then(|| agent.grants.auth.clone()))
+        let keys = agent.keys();
+        let ops = keys
+            .get_strings("auth")
+            .map_err(|e| CapError::config(agent, e))?
+            .unwrap_or_default();
+        if let Some(bad) = ops.iter().find(|op| !OPERATIONS.contains(&op.as_str())) {
+            let message = format!("unknown auth grant {bad:?}; expected any of {OPERATIONS:?}");
+            return Err(CapError::config(agent, keys.invalid("auth", message)));
+        }
+        Ok((!ops.is_empty()).then_some(ops))
     }
 
     fn open(
@@ -69,14 +80,21 @@ impl Capability for Auth {
     }
 }
 
+/// The operations `auth = [...]` may grant, each on its own.
+pub const OPERATIONS: [&str; 3] = ["password", "issue-token", "verify-token"];
+
 /// The secret holding the token signing key.
 pub const TOKEN_KEY_SECRET: &str = "toka/auth/token-key";
 
 /// Load the token signing key from `store`, creating it on first use.
 pub fn token_key(store: &SecretStore) -> Result<SigningKey, CapError> {
-    let fail = |what: String| CapError {
-        agent: None,
-        message: format!("token signing key (`{TOKEN_KEY_SECRET}` in the secret store): {what}"),
+    // The store is open and the key is the runtime's own: nothing here is
+    // the operator's input, so every error is a failure (a store that
+    // fails, a key record that is damaged).
+    let fail = |what: String| {
+        CapError::failure(format!(
+            "token signing key (`{TOKEN_KEY_SECRET}` in the secret store): {what}"
+        ))
     };
     match store
         .get(TOKEN_KEY_SECRET)
@@ -280,6 +298,41 @@ mod tests {
             host.hash_password("x".into()),
             Err(types::Error::AccessDenied)
         ));
+    }
+
+    /// `[[agents]] name = "a"` plus `keys`, loaded as the runtime loads it.
+    fn agent(keys: &str) -> AgentConfig {
+        let config = RuntimeConfig::parse_declared(
+            &format!("[[agents]]\nname = \"a\"\n{keys}\n"),
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+            &toka_core::Declared {
+                sections: &[],
+                agent_keys: Auth::AGENT_KEYS,
+            },
+            &|_| None,
+        )
+        .unwrap();
+        config.agents[0].clone()
+    }
+
+    #[test]
+    fn the_grant_is_parsed_from_the_agents_own_key() {
+        assert_eq!(Auth::grant(&agent("")).unwrap(), None, "denied by default");
+        assert_eq!(Auth::grant(&agent("auth = []")).unwrap(), None);
+        let ops = Auth::grant(&agent(r#"auth = ["password", "verify-token"]"#)).unwrap();
+        assert_eq!(
+            ops.as_deref(),
+            Some(&["password".into(), "verify-token".into()][..])
+        );
+
+        let err = Auth::grant(&agent(r#"auth = ["password", "root"]"#)).unwrap_err();
+        assert!(err.is_config());
+        assert_eq!(
+            err.to_string(),
+            "t.toml:3:8: agents[0].auth: unknown auth grant \"root\"; expected any of \
+             [\"password\", \"issue-token\", \"verify-token\"]"
+        );
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! A capability (secrets, vault, auth, and every one after them) is one
 //! crate: a wasmtime-free core the CLI uses, plus, behind its `host`
 //! feature, one type implementing [`Capability`]. The kernel lists that
-//! type once (`capabilities! { ... }` in `toka-runtime`'s `host::caps`) and
-//! derives from the list everything that used to be edited by hand: the
-//! per-agent state, opening shared stores, linking, the interfaces
-//! `toka inspect` reports as provided, the grant lines `toka check` prints
-//! and the `--version` feature list.
+//! type once, with the `[[agents]]` keys it owns (`registered! { ... }` in
+//! `toka-runtime`'s `host::caps`), and derives from the list everything
+//! that used to be edited by hand: the keys the configuration loader
+//! declares, the per-agent state, opening shared stores, linking, the
+//! interfaces `toka inspect` reports as provided, the grant lines `toka
+//! check` prints, the `--version` feature list and the stores key rotation
+//! re-keys. A capability parses its own grant from
+//! [`AgentConfig::keys`] in [`Capability::grant`].
 //!
 //! The shape follows Spin's `Factor` and wasmtime-wasi's view pattern: a
 //! capability's WIT `Host` impls are written against a borrowed
@@ -25,11 +28,27 @@
 //! }
 //! ```
 //!
+//! # Key rotation
+//!
+//! A capability that keeps a store sealed under the master key (the secret
+//! store, the vault; durable key-value and the ledger next) takes part in
+//! `toka secrets rotate-key` by implementing [`Capability::sealed`]: the
+//! kernel lists every built capability's stores from its registry, and the
+//! CLI rotates over that list, so no command names a store. The hook is
+//! written in terms of the keyring's `Sealed` (re-exported here as
+//! [`Sealed`]) only with this crate's `keyring` feature, which the `host`
+//! feature of each such capability crate enables (its `sealed` does not
+//! compile otherwise). Without it (a build in which no capability seals
+//! anything, the lean kernel) [`Sealed`] is a stand-in trait nothing
+//! implements: the hook and the kernel's list exist in every build, empty
+//! there, and the kernel never depends on the keyring.
+//!
 //! # Layout
 //! - [`bindings`]: the one `bindgen!` of `wit/` (world `agent`);
 //! - [`resources`]: the host types behind WIT resources;
 //! - [`wait`]: host calls that wait, bounded by the caller's deadline;
-//! - this file: [`Capability`], [`View`], [`Has`], [`OpenCx`], [`CapError`].
+//! - this file: [`Capability`], [`View`], [`Has`], [`OpenCx`], [`CapError`]
+//!   and its [`CapErrorKind`].
 #![deny(missing_docs)]
 
 pub mod bindings;
@@ -40,7 +59,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use toka_core::{AgentConfig, PublishError, RuntimeConfig};
+use toka_core::{AgentConfig, ConfigError, PublishError, RuntimeConfig};
 use wasmtime::component::{Linker, ResourceTable};
 
 /// Why a grant cannot be honoured, or a capability cannot open.
@@ -51,14 +70,43 @@ pub struct CapError {
     pub agent: Option<String>,
     /// What is wrong, naming the config key.
     pub message: String,
+    /// Whose fault it is: the operator's input, or a failure (the `toka`
+    /// command's exit code, 2 or 1, follows it).
+    pub kind: CapErrorKind,
+}
+
+/// Whether a [`CapError`] is the operator's to fix in the input, or a
+/// failure the input does not explain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CapErrorKind {
+    /// The operator's input is wrong or missing: a malformed grant, a store a
+    /// grant needs that is not configured, a master key that is missing or
+    /// does not open the store. Fixed by editing the configuration or the
+    /// environment (`toka` exits 2).
+    Config,
+    /// Something failed that the input does not explain: I/O, a store's
+    /// data corrupt or held by another process, the random number generator
+    /// (`toka` exits 1).
+    Failure,
 }
 
 impl CapError {
-    /// A failure of a shared store or setting, not one agent's.
+    /// The operator's mistake in a shared store or setting, not one agent's.
     pub fn shared(message: impl Into<String>) -> Self {
         CapError {
             agent: None,
             message: message.into(),
+            kind: CapErrorKind::Config,
+        }
+    }
+
+    /// A shared store or setting failed for a reason the configuration does
+    /// not explain (I/O, corruption): [`CapErrorKind::Failure`].
+    pub fn failure(message: impl Into<String>) -> Self {
+        CapError {
+            kind: CapErrorKind::Failure,
+            ..CapError::shared(message)
         }
     }
 
@@ -72,9 +120,43 @@ impl CapError {
                 agent.location,
                 message.into()
             ),
+            kind: CapErrorKind::Config,
         }
     }
+
+    /// One of `agent`'s capability keys is malformed: `error`, from the
+    /// located getters of [`AgentConfig::keys`], already names the file,
+    /// line, column and `agents[i].key`, so it is kept as it is.
+    pub fn config(agent: &AgentConfig, error: ConfigError) -> Self {
+        CapError {
+            agent: Some(agent.name.clone()),
+            message: error.to_string(),
+            kind: CapErrorKind::Config,
+        }
+    }
+
+    /// The same error, of `kind`.
+    pub fn with_kind(self, kind: CapErrorKind) -> Self {
+        CapError { kind, ..self }
+    }
+
+    /// True when the operator's input is to blame ([`CapErrorKind::Config`]).
+    pub fn is_config(&self) -> bool {
+        self.kind == CapErrorKind::Config
+    }
 }
+
+/// A store sealed under the master key, as key rotation sees it: the
+/// keyring's `toka_keyring::Sealed` (feature `keyring`).
+#[cfg(feature = "keyring")]
+pub use toka_keyring::Sealed;
+
+/// A store sealed under the master key, as key rotation sees it: without
+/// the `keyring` feature no capability of the build seals one, and this
+/// stand-in, which nothing implements, keeps [`Capability::sealed`]'s
+/// signature (see the crate's "Key rotation").
+#[cfg(not(feature = "keyring"))]
+pub trait Sealed {}
 
 /// One host capability.
 ///
@@ -120,6 +202,20 @@ pub trait Capability: Sized + Send + Sync + 'static {
 
     /// One line describing `grant` for `toka check`.
     fn describe(grant: &Self::Grant) -> String;
+
+    /// The stores `config` names that this capability keeps sealed under the
+    /// master key and that exist, for `toka secrets rotate-key` to re-key
+    /// and for an interrupted rotation to be settled over (see the crate's
+    /// "Key rotation"). Called whether or not any agent holds a grant: a
+    /// store is sealed under the key whoever uses it. Default: none.
+    ///
+    /// The order of a capability's stores, and of the capabilities in the
+    /// kernel's list, is the order they are re-keyed in; it must not change
+    /// between versions, since settling an interrupted rotation relies on it.
+    fn sealed(config: &RuntimeConfig) -> Vec<Box<dyn Sealed>> {
+        let _ = config;
+        Vec::new()
+    }
 }
 
 /// What a capability's host calls see: the calling agent, its state when it
@@ -205,5 +301,40 @@ mod tests {
             .shared::<u64>(|| Err(CapError::shared("no store")))
             .unwrap_err();
         assert_eq!(err.to_string(), "no store");
+    }
+
+    #[test]
+    fn errors_say_whose_fault_they_are() {
+        let shared = CapError::shared("no store is configured");
+        assert_eq!((shared.kind, shared.agent), (CapErrorKind::Config, None));
+        let failed = CapError::failure("disk full");
+        assert_eq!(failed.kind, CapErrorKind::Failure);
+        assert!(!failed.is_config());
+        assert_eq!(failed.to_string(), "disk full");
+        assert!(failed.with_kind(CapErrorKind::Config).is_config());
+
+        let config = RuntimeConfig::parse_declared(
+            "[[agents]]\nname = \"a\"\nquota = \"big\"\n",
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+            &toka_core::config::Declared {
+                sections: &[],
+                agent_keys: &["quota"],
+            },
+            &|_| None,
+        )
+        .unwrap();
+        let agent = &config.agents[0];
+        let err = CapError::agent(agent, "`quota`: too big");
+        assert_eq!(err.kind, CapErrorKind::Config);
+        assert_eq!(err.to_string(), "agent `a` (t.toml:1:1): `quota`: too big");
+        let located = agent.keys().get_uint("quota", 1, 8).unwrap_err();
+        let err = CapError::config(agent, located);
+        assert_eq!(err.agent.as_deref(), Some("a"));
+        assert!(err.is_config());
+        assert_eq!(
+            err.to_string(),
+            "t.toml:3:9: agents[0].quota: expected an integer, found a string"
+        );
     }
 }

@@ -21,7 +21,7 @@ pub mod topic;
 
 pub use agent::{Agent, Context, PublishError, Publisher};
 pub use config::{
-    AgentConfig, ConfigError, Grants, RuntimeConfig, SecretsConfig, TrustConfig, VaultConfig,
+    AgentConfig, ConfigError, Declared, RuntimeConfig, SecretsConfig, TrustConfig, VaultConfig,
 };
 pub use event::Event;
 pub use topic::{Kind, Pattern, PatternSet, TopicError};

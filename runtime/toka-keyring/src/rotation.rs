@@ -84,6 +84,20 @@ pub trait Sealed {
     /// next, and returns `None`; else changes nothing and says what it holds
     /// (e.g. `blobs (namespaces: a, b)`).
     fn reset_if_empty(&mut self) -> Result<Option<String>, BoxError>;
+
+    /// What [`rekey`](Self::rekey) counts, plural, for the operator's
+    /// report: `secret(s)`, `vault blob(s)`.
+    fn counted(&self) -> &str {
+        "item(s)"
+    }
+
+    /// Whether `error`, which this store's methods returned, says the key
+    /// does not open the store (as opposed to the store failing), so that
+    /// the operator is told "wrong key" whichever store it was.
+    fn is_wrong_key(&self, error: &(dyn std::error::Error + 'static)) -> bool {
+        let _ = error;
+        false
+    }
 }
 
 /// What can stop a rotation or a settling. The display names the store or

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! let config = toka_core::RuntimeConfig::load("config/minimal.toml")?;
+//! let config = toka_runtime::host::caps::load("config/minimal.toml")?;
 //! let report = toka_runtime::Runtime::new(config)?.run().await?;
 //! println!("{} events published", report.bus.published);
 //! # Ok(()) }

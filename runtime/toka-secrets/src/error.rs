@@ -90,3 +90,18 @@ pub enum Error {
     #[error("secret store storage error: {0}")]
     Storage(#[from] sled::Error),
 }
+
+impl Error {
+    /// True when the caller's input is to blame: a malformed name or grant
+    /// pattern, a master key that is missing, malformed or does not open the
+    /// store. False for what the input does not explain (I/O, corruption,
+    /// the store's database failing). `toka`'s exit code (2 or 1) and the
+    /// host's capability errors both follow it.
+    pub fn is_operator_error(&self) -> bool {
+        match self {
+            Error::InvalidName { .. } | Error::InvalidPattern { .. } | Error::WrongKey => true,
+            Error::Key(k) => k.is_operator_error(),
+            _ => false,
+        }
+    }
+}

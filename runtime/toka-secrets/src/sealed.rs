@@ -49,6 +49,14 @@ impl Sealed for SealedStore {
         &self.name
     }
 
+    fn counted(&self) -> &str {
+        "secret(s)"
+    }
+
+    fn is_wrong_key(&self, error: &(dyn std::error::Error + 'static)) -> bool {
+        matches!(error.downcast_ref(), Some(Error::WrongKey))
+    }
+
     fn sealed_with(&self, key: &MasterKey) -> Result<bool, BoxError> {
         if let Some(store) = &self.store {
             return Ok(store.is_sealed_with(key)?);
@@ -117,8 +125,12 @@ mod tests {
             Some("1 secret(s)")
         );
         drop(sealed);
-        let sealed = SealedStore::new(&path);
+        let mut sealed = SealedStore::new(&path);
         assert!(sealed.sealed_with(&key(2)).unwrap());
+        assert_eq!(sealed.counted(), "secret(s)");
+        let wrong = sealed.open(&key(1)).unwrap_err();
+        assert!(sealed.is_wrong_key(&*wrong), "{wrong}");
+        assert!(!sealed.is_wrong_key(&std::io::Error::other("disk")));
         assert!(!sealed.sealed_with(&key(1)).unwrap());
         let store = SecretStore::open(&path, key(2)).unwrap();
         assert_eq!(store.get("x").unwrap().unwrap().expose(), b"1");

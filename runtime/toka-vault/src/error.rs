@@ -121,6 +121,23 @@ impl Error {
         matches!(self, Error::Corrupt { .. } | Error::CorruptManifest { .. })
     }
 
+    /// True when the caller's input is to blame: a name, size or quota the
+    /// request got wrong, or a key that does not open the vault. False for
+    /// what the input does not explain (I/O, corruption, a vault held by
+    /// another process). `toka`'s exit code (2 or 1) and the host's
+    /// capability errors both follow it.
+    pub fn is_operator_error(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidNamespace { .. }
+                | Error::InvalidName { .. }
+                | Error::InvalidContentType { .. }
+                | Error::TooLarge { .. }
+                | Error::QuotaExceeded { .. }
+                | Error::WrongKey { .. }
+        )
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),

@@ -9,15 +9,23 @@
 use std::sync::Arc;
 
 use toka_capability::bindings::{types, vault};
-use toka_capability::{CapError, Capability, Has, OpenCx, View};
+use toka_capability::{CapError, Capability, Has, OpenCx, Sealed, View};
 use toka_core::{AgentConfig, RuntimeConfig};
 use wasmtime::component::{HasData, Linker};
 
-use crate::{Entry, Limits, Vault as Store, VaultKey};
+use crate::{Entry, Limits, SealedVault, Vault as Store, VaultKey};
 
 /// HKDF context deriving the vault key from the master key (the CLI uses
 /// the same one).
 pub const KEY_CONTEXT: &str = toka_keyring::contexts::VAULT;
+
+/// Default `[[agents]] vault_quota_mb`: the total size, in MiB, of each
+/// namespace an agent writes ([`DEFAULT_QUOTA_BYTES`](crate::DEFAULT_QUOTA_BYTES),
+/// the one place it is written).
+pub const DEFAULT_QUOTA_MB: u64 = crate::DEFAULT_QUOTA_BYTES >> 20;
+
+/// Largest accepted `[[agents]] vault_quota_mb`, in MiB (1 TiB).
+pub const MAX_QUOTA_MB: u64 = 1 << 20;
 
 /// The `vault` capability.
 #[derive(Debug)]
@@ -44,12 +52,26 @@ impl Capability for Vault {
     type Grant = VaultGrant;
     type AgentState = VaultCtx;
 
+    /// `vault = true` (the agent's own namespace, named after it),
+    /// `vault_shared = [...]` (further namespaces) and `vault_quota_mb`
+    /// (default [`DEFAULT_QUOTA_MB`], at most [`MAX_QUOTA_MB`]); neither of
+    /// the first two grants nothing. Every key is checked even then.
     fn grant(agent: &AgentConfig) -> Result<Option<VaultGrant>, CapError> {
-        let g = &agent.grants;
-        Ok((g.vault || !g.vault_shared.is_empty()).then(|| VaultGrant {
-            own: g.vault,
-            shared: g.vault_shared.clone(),
-            quota_mb: g.vault_quota_mb,
+        let keys = agent.keys();
+        let located = |e| CapError::config(agent, e);
+        let own = keys.get_bool("vault").map_err(located)?.unwrap_or(false);
+        let shared = keys
+            .get_strings("vault_shared")
+            .map_err(located)?
+            .unwrap_or_default();
+        let quota_mb = keys
+            .get_uint("vault_quota_mb", 1, MAX_QUOTA_MB)
+            .map_err(located)?
+            .unwrap_or(DEFAULT_QUOTA_MB);
+        Ok((own || !shared.is_empty()).then_some(VaultGrant {
+            own,
+            shared,
+            quota_mb,
         }))
     }
 
@@ -65,8 +87,12 @@ impl Capability for Vault {
             ));
         };
         let key = VaultKey::from_bytes(*master.derive(KEY_CONTEXT));
-        let store = Store::open(path, key)
-            .map_err(|e| CapError::shared(format!("vault {}: {e}", path.display())))?;
+        // A wrong key is the operator's; a vault that fails, is damaged or
+        // is held by another process is not.
+        let store = Store::open(path, key).map_err(|e| {
+            CapError::shared(format!("vault {}: {e}", path.display()))
+                .with_kind(toka_secrets::host::kind(e.is_operator_error()))
+        })?;
         Ok(Vault {
             store: Arc::new(store),
             max_blob_bytes: config.vault.max_blob_mb << 20,
@@ -92,6 +118,18 @@ impl Capability for Vault {
             spaces.join(", "),
             grant.quota_mb
         )
+    }
+
+    /// The vault, if one exists where `[vault] path` puts it.
+    fn sealed(config: &RuntimeConfig) -> Vec<Box<dyn Sealed>> {
+        let dir = config
+            .vault
+            .path
+            .as_deref()
+            .filter(|dir| Store::exists(dir));
+        dir.map(|dir| Box::new(SealedVault::new(dir)) as Box<dyn Sealed>)
+            .into_iter()
+            .collect()
     }
 }
 
@@ -312,6 +350,132 @@ mod tests {
             host.put(None, "big".into(), "x/y".into(), vec![0; 2048]),
             Err(types::Error::TooLarge(1024))
         ));
+    }
+
+    #[test]
+    fn the_vault_takes_part_in_key_rotation_once_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("v");
+        let config = |text: &str| {
+            RuntimeConfig::parse_str(text, std::path::Path::new("t.toml"), dir.path(), &[]).unwrap()
+        };
+        let configured = config("[vault]\npath = \"v\"\n");
+        assert!(Vault::sealed(&config("")).is_empty());
+        std::fs::create_dir(&vault).unwrap();
+        assert!(
+            Vault::sealed(&configured).is_empty(),
+            "a directory is not a vault"
+        );
+        drop(Store::open(&vault, VaultKey::from_bytes([3; 32])).unwrap());
+        let sealed = Vault::sealed(&configured);
+        let names: Vec<&str> = sealed.iter().map(|s| s.name()).collect();
+        assert_eq!(names, [format!("the vault at {}", vault.display())]);
+    }
+
+    #[test]
+    fn opening_the_vault_says_whose_fault_a_failure_is() {
+        use toka_capability::CapErrorKind;
+        use toka_secrets::MasterKey;
+
+        if std::env::var_os(toka_keyring::MASTER_KEY_ENV).is_some() {
+            return; // The environment's key would win over the key files here.
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (key, other) = (dir.path().join("master.key"), dir.path().join("other.key"));
+        let master = MasterKey::create_key_file(&key).unwrap();
+        MasterKey::create_key_file(&other).unwrap();
+        let vault = dir.path().join("v");
+        drop(Store::open(&vault, VaultKey::from_bytes(*master.derive(KEY_CONTEXT))).unwrap());
+        let open = |path: Option<&std::path::Path>, key: &std::path::Path| {
+            let path = path.map_or(String::new(), |p| format!("[vault]\npath = {p:?}\n"));
+            let cfg = RuntimeConfig::parse_str(
+                &format!("[secrets]\nkey_file = {key:?}\n{path}"),
+                std::path::Path::new("t.toml"),
+                std::path::Path::new("."),
+                &[],
+            )
+            .unwrap();
+            Vault::open(&cfg, &[], &mut OpenCx::default()).map(|_| ())
+        };
+
+        let err = open(None, &key).unwrap_err();
+        assert_eq!(err.kind, CapErrorKind::Config);
+        assert!(err.message.contains("no vault is configured"), "{err}");
+        let err = open(Some(&vault), &other).unwrap_err();
+        assert_eq!(err.kind, CapErrorKind::Config, "{err}");
+        assert!(err.message.contains("wrong key"), "{err}");
+
+        // A damaged manifest is not the operator's to fix in the config.
+        std::fs::write(vault.join("manifest"), b"garbage").unwrap();
+        let err = open(Some(&vault), &key).unwrap_err();
+        assert_eq!(err.kind, CapErrorKind::Failure, "{err}");
+    }
+
+    /// `[[agents]] name = "a"` plus `keys`, loaded as the runtime loads it.
+    fn agent_with(keys: &str) -> AgentConfig {
+        let config = RuntimeConfig::parse_declared(
+            &format!("[[agents]]\nname = \"a\"\n{keys}\n"),
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+            &toka_core::Declared {
+                sections: &[],
+                agent_keys: Vault::AGENT_KEYS,
+            },
+            &|_| None,
+        )
+        .unwrap();
+        config.agents[0].clone()
+    }
+
+    #[test]
+    fn the_grant_is_parsed_from_the_agents_own_keys_with_one_default_quota() {
+        let grant = |keys: &str| Vault::grant(&agent_with(keys));
+        assert_eq!(grant("").unwrap(), None, "denied by default");
+        assert_eq!(grant("vault = false\nvault_shared = []").unwrap(), None);
+        assert_eq!(
+            grant("vault_quota_mb = 8").unwrap(),
+            None,
+            "a quota grants nothing"
+        );
+        let own = grant("vault = true").unwrap().unwrap();
+        assert_eq!(own.quota_mb, 64);
+        assert_eq!(DEFAULT_QUOTA_MB << 20, crate::DEFAULT_QUOTA_BYTES);
+        let g = grant("vault_shared = [\"reports\"]\nvault_quota_mb = 8")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            g,
+            VaultGrant {
+                own: false,
+                shared: vec!["reports".into()],
+                quota_mb: 8
+            }
+        );
+        assert_eq!(Vault::describe(&g), "vault: reports (quota 8 MiB each)");
+
+        let err = grant("vault = true\nvault_quota_mb = 0").unwrap_err();
+        assert!(err.is_config());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "t.toml:4:18: agents[0].vault_quota_mb: must be between 1 and {MAX_QUOTA_MB}, got 0"
+            )
+        );
+        let err = grant("vault = \"yes\"").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.toml:3:9: agents[0].vault: expected a boolean, found a string"
+        );
+    }
+
+    /// The runtime passes `[vault] max_blob_mb << 20` on every call, so the
+    /// core's default must be this crate's.
+    #[test]
+    fn the_blob_size_default_is_the_cores() {
+        assert_eq!(
+            toka_core::config::DEFAULT_MAX_BLOB_MB << 20,
+            crate::DEFAULT_MAX_BLOB_BYTES
+        );
     }
 
     #[test]

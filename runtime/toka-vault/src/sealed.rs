@@ -42,6 +42,14 @@ impl Sealed for SealedVault {
         &self.name
     }
 
+    fn counted(&self) -> &str {
+        "vault blob(s)"
+    }
+
+    fn is_wrong_key(&self, error: &(dyn std::error::Error + 'static)) -> bool {
+        matches!(error.downcast_ref(), Some(Error::WrongKey { .. }))
+    }
+
     /// Reads only the manifest's key check: no lock, nothing changed (see
     /// [`Vault::key_matches`]). No vault there is under no key.
     fn sealed_with(&self, key: &MasterKey) -> Result<bool, BoxError> {
@@ -117,6 +125,10 @@ mod tests {
         let mut sealed = SealedVault::new(&dir);
         assert!(sealed.sealed_with(&key(1)).unwrap());
         assert!(!sealed.sealed_with(&key(2)).unwrap());
+        assert_eq!(sealed.counted(), "vault blob(s)");
+        let wrong = sealed.open(&key(2)).unwrap_err();
+        assert!(sealed.is_wrong_key(&*wrong), "{wrong}");
+        assert!(!sealed.is_wrong_key(&std::io::Error::other("disk")));
         assert_eq!(sealed.rekey(&key(1), &key(2)).unwrap(), 1);
         assert!(sealed.sealed_with(&key(2)).unwrap());
         assert_eq!(

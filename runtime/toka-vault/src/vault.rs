@@ -137,6 +137,12 @@ impl Vault {
         Ok(vault)
     }
 
+    /// Whether a vault exists in `dir`: its manifest, the first file [`Vault::open`] writes
+    /// (and the one an empty vault reset for a new key loses).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(MANIFEST_FILE).exists()
+    }
+
     /// Whether `key` is the key the vault in `dir` is sealed with: `Some(true)` if it is,
     /// `Some(false)` if the vault is sealed with another key, `None` if `dir` holds no vault
     /// (no manifest; [`Vault::open`] with any key would create one).

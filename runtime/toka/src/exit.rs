@@ -8,7 +8,9 @@
 //!   does not verify);
 //! - `2`: the operator's input is wrong: usage (clap's own exit), the
 //!   configuration, a module that fails to load, a capability grant that
-//!   cannot be honoured, a key, name or file that is wrong or missing.
+//!   cannot be honoured (a capability error of kind `Config`; one of kind
+//!   `Failure`, a store that cannot be read, is a `1`), a key, name or file
+//!   that is wrong or missing.
 //!
 //! Every command returns an [`anyhow::Error`]; [`Kind::of`] walks its chain,
 //! outermost first, and the first error with a say decides, else `1`. The
@@ -73,12 +75,11 @@ fn classify(e: &(dyn StdError + 'static)) -> Option<Kind> {
     if let Some(e) = e.downcast_ref::<toka_runtime::Error>() {
         use toka_runtime::Error as E;
         return Some(match e {
-            E::Config(_)
-            | E::Module { .. }
-            | E::DuplicateAgent(_)
-            | E::InvalidName(_)
-            | E::Capability(_) => Input,
-            E::Engine(_) => Failure,
+            E::Config(_) | E::Module { .. } | E::DuplicateAgent(_) | E::InvalidName(_) => Input,
+            // The capability says whose fault it is: a grant or store the
+            // operator got wrong, or a store that failed.
+            E::Capability(c) if c.is_config() => Input,
+            E::Capability(_) | E::Engine(_) => Failure,
         });
     }
     #[cfg(feature = "secrets")]
@@ -113,35 +114,23 @@ mod capabilities {
             };
         }
         if let Some(e) = e.downcast_ref::<toka_secrets::Error>() {
-            use toka_secrets::Error as E;
-            return Some(match e {
-                E::InvalidName { .. } | E::InvalidPattern { .. } | E::WrongKey => Input,
-                E::Key(k) => key(k),
-                _ => Failure,
-            });
+            return Some(operator(e.is_operator_error()));
         }
         #[cfg(feature = "vault")]
         if let Some(e) = e.downcast_ref::<toka_vault::Error>() {
-            use toka_vault::Error as E;
-            return Some(match e {
-                E::InvalidNamespace { .. }
-                | E::InvalidName { .. }
-                | E::InvalidContentType { .. }
-                | E::TooLarge { .. }
-                | E::QuotaExceeded { .. }
-                | E::WrongKey { .. } => Input,
-                _ => Failure,
-            });
+            return Some(operator(e.is_operator_error()));
         }
         None
     }
 
     fn key(e: &toka_keyring::KeyError) -> Kind {
-        if e.is_operator_error() {
-            Input
-        } else {
-            Failure
-        }
+        operator(e.is_operator_error())
+    }
+
+    /// Each crate judges its own errors (`is_operator_error`), so the host
+    /// and the CLI agree on them.
+    fn operator(is_operator_error: bool) -> Kind {
+        if is_operator_error { Input } else { Failure }
     }
 }
 
@@ -157,6 +146,16 @@ mod tests {
         // `bad` hides what it wraps.
         let hidden = bad(anyhow::Error::new(std::io::Error::other("x")));
         assert_eq!(Kind::of(&hidden), Kind::BadInput);
+    }
+
+    #[test]
+    fn a_capability_error_exits_by_its_kind() {
+        use toka_runtime::host::caps::CapError;
+        let config = toka_runtime::Error::Capability(CapError::shared("no vault is configured"));
+        assert_eq!(Kind::of(&config.into()), Kind::BadInput);
+        let failed = toka_runtime::Error::Capability(CapError::failure("vault v: I/O error"));
+        let failed = anyhow::Error::new(failed).context("starting the runtime");
+        assert_eq!(Kind::of(&failed), Kind::Failure);
     }
 
     #[cfg(feature = "secrets")]

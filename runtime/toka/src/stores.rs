@@ -8,19 +8,20 @@
 //! `toka run` and `toka check` go through [`prepare_runtime`]; `toka
 //! secrets rotate-key` rotates over [`sealed`]. The protocol itself (the
 //! `<key file>.new`, its lock, rolling forward or back) is the keyring's.
+//!
+//! No store is named here: [`sealed`] is the kernel's list
+//! (`toka_runtime::host::caps::sealed`), each capability naming its own
+//! stores (`Capability::sealed`), so a new sealed store joins rotation with
+//! its capability and no edit here.
 
 use std::fmt;
-use std::path::Path;
 
 use anyhow::anyhow;
 use toka_core::RuntimeConfig;
 use toka_keyring::{KeyFile, MASTER_KEY_ENV, MasterKey, Sealed};
+use toka_runtime::host::caps::{self, SealedEntry};
 
 use crate::exit::bad;
-
-/// The file whose presence means a vault exists in a directory (the first
-/// file `Vault::open` writes).
-const VAULT_MANIFEST: &str = "manifest";
 
 /// Where the master key came from; errors and messages name it.
 #[derive(Debug, Clone)]
@@ -87,67 +88,105 @@ pub(crate) fn prepare_runtime(cfg: &mut RuntimeConfig) -> anyhow::Result<()> {
 /// Settles a rotation interrupted at `file`, if any (see
 /// [`toka_keyring::settle`]).
 fn settle(cfg: &RuntimeConfig, file: &KeyFile) -> anyhow::Result<()> {
-    toka_keyring::settle(file, &mut sealed(cfg))
-        .map_err(|e| explain(e, &KeyOrigin::File(file.clone())))?;
+    let mut stores = sealed(cfg);
+    toka_keyring::settle(file, &mut stores)
+        .map_err(|e| explain(e, &KeyOrigin::File(file.clone()), &stores))?;
     Ok(())
 }
 
-/// A keyring error for the operator: a store the key does not open is told
-/// as every other command tells it (`wrong key: ... does not open ...`).
-pub(crate) fn explain(e: toka_keyring::Error, origin: &KeyOrigin) -> anyhow::Error {
+/// A keyring error for the operator: a store the key does not open (each
+/// of `stores` judges its own errors) is told as every other command tells
+/// it (`wrong key: ... does not open ...`).
+pub(crate) fn explain(
+    e: toka_keyring::Error,
+    origin: &KeyOrigin,
+    stores: &[Box<dyn Sealed>],
+) -> anyhow::Error {
     if let toka_keyring::Error::Store { store, source, .. } = &e
-        && is_wrong_key(source)
+        && stores
+            .iter()
+            .any(|s| s.name() == store && s.is_wrong_key(&**source))
     {
         return bad(anyhow!("wrong key: {origin} does not open {store}"));
     }
     e.into()
 }
 
-fn is_wrong_key(e: &toka_keyring::BoxError) -> bool {
-    if let Some(toka_secrets::Error::WrongKey) = e.downcast_ref() {
-        return true;
-    }
-    #[cfg(feature = "vault")]
-    if let Some(toka_vault::Error::WrongKey { .. }) = e.downcast_ref() {
-        return true;
-    }
-    false
-}
-
 /// The existing stores `cfg` names, sealed under the master key, in the
-/// order a rotation re-keys them: the vault (if one exists), then the
-/// secret store (if it exists). A new store is one line here.
+/// order a rotation re-keys them (the kernel's: the secret store last; see
+/// `toka_runtime::host::caps::sealed`).
 pub(crate) fn sealed(cfg: &RuntimeConfig) -> Vec<Box<dyn Sealed>> {
-    let mut stores: Vec<Box<dyn Sealed>> = Vec::new();
-    if let Some(dir) = existing_vault(cfg) {
-        stores.push(vault(dir));
+    caps::sealed(cfg)
+        .into_iter()
+        .filter_map(|entry| match entry {
+            SealedEntry::Store(store) => Some(store),
+            SealedEntry::NotBuilt(name) => not_built(cfg, name),
+        })
+        .collect()
+}
+
+/// The store of `name`, a capability this build lacks, if the configuration
+/// puts one where something exists (`[<name>] path`, see
+/// [`RuntimeConfig::store_path`]): this build cannot open it, so the
+/// keyring refuses a rotation that would strand it (and an interrupted one
+/// it cannot decide) rather than guess. A `path` that holds no sealed store
+/// gets a needless refusal in such a build, the safe side.
+fn not_built(cfg: &RuntimeConfig, name: &str) -> Option<Box<dyn Sealed>> {
+    let path = cfg.store_path(name).filter(|path| path.exists())?;
+    Some(Box::new(toka_keyring::Unsupported::new(
+        format!("the {name} store at {}", path.display()),
+        format!("build `toka` with the `{name}` feature (the default)"),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, text: &str) -> RuntimeConfig {
+        RuntimeConfig::parse_declared(text, &dir.join("t.toml"), dir, &caps::declared(), &|_| None)
+            .unwrap()
     }
-    if let Some(path) = cfg.secrets.path.as_deref().filter(|p| p.exists()) {
-        stores.push(Box::new(toka_secrets::SealedStore::new(path)));
+
+    #[test]
+    fn the_stores_come_from_the_registry_the_secret_store_last() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let cfg = config(dir, "[secrets]\npath = \"s.db\"\n[vault]\npath = \"v\"\n");
+        assert!(sealed(&cfg).is_empty(), "no store exists yet");
+
+        let key = || MasterKey::generate().unwrap();
+        drop(toka_secrets::SecretStore::open(dir.join("s.db"), key()).unwrap());
+        #[cfg(feature = "vault")]
+        drop(
+            toka_vault::Vault::open(&dir.join("v"), toka_vault::VaultKey::from_master(&key()))
+                .unwrap(),
+        );
+        let names: Vec<String> = sealed(&cfg).iter().map(|s| s.name().to_owned()).collect();
+        let mut expected = Vec::new();
+        #[cfg(feature = "vault")]
+        expected.push(format!("the vault at {}", dir.join("v").display()));
+        expected.push(format!(
+            "the secret store at {}",
+            dir.join("s.db").display()
+        ));
+        assert_eq!(names, expected);
     }
-    stores
-}
 
-/// The vault in `dir` as the keyring sees it; a build without the `vault`
-/// feature cannot open it, and the keyring then keeps a rotation from
-/// stranding it.
-fn vault(dir: &Path) -> Box<dyn Sealed> {
-    #[cfg(feature = "vault")]
-    let vault = toka_vault::SealedVault::new(dir);
-    #[cfg(not(feature = "vault"))]
-    let vault = toka_keyring::Unsupported::new(
-        format!("the vault at {}", dir.display()),
-        "build `toka` with the `vault` feature (the default)",
-    );
-    Box::new(vault)
-}
-
-/// The configured vault's directory, if a vault exists there.
-pub(crate) fn existing_vault(cfg: &RuntimeConfig) -> Option<&Path> {
-    cfg.vault.path.as_deref().filter(|dir| vault_exists(dir))
-}
-
-/// Whether a vault exists in `dir`.
-pub(crate) fn vault_exists(dir: &Path) -> bool {
-    dir.join(VAULT_MANIFEST).exists()
+    #[test]
+    fn a_store_of_a_capability_this_build_lacks_blocks_rotation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let cfg = config(dir, "[vault]\npath = \"v\"\n");
+        assert!(not_built(&cfg, "vault").is_none(), "nothing there");
+        assert!(not_built(&cfg, "ledger").is_none(), "nothing configured");
+        std::fs::create_dir(dir.join("v")).unwrap();
+        let mut store = not_built(&cfg, "vault").expect("something is there");
+        assert_eq!(
+            store.name(),
+            format!("the vault store at {}", dir.join("v").display())
+        );
+        let err = store.open(&MasterKey::generate().unwrap()).unwrap_err();
+        assert!(err.is::<toka_keyring::UnsupportedError>(), "{err}");
+    }
 }

@@ -1,6 +1,12 @@
-//! `[[agents]]`: [`AgentConfig`], its [`Grants`], how agent names and module
-//! files are checked and found, and which keys of an agent's table are
-//! built in, owned by a capability, or free-form settings.
+//! `[[agents]]`: [`AgentConfig`], how agent names and module files are
+//! checked and found, and which keys of an agent's table are built in (the
+//! kernel's: name, module, the bus and request grants, `every`, limits),
+//! owned by a capability, or free-form settings.
+//!
+//! Capability grants (`secrets`, `vault`, `auth`, ...) are not built in:
+//! each capability declares its keys ([`Declared::agent_keys`](super::Declared::agent_keys))
+//! and parses them itself from [`AgentConfig::keys`], so adding one changes
+//! nothing here.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,52 +16,11 @@ use std::time::Duration;
 use super::error::{Result, child};
 use super::limits::{Limits, apply_limit};
 use super::located::{AgentKeys, Doc, Item, LocatedTable, Table};
-use super::sections::MAX_VAULT_MB;
 use crate::event::kinds::RUNTIME_SOURCE;
 use crate::topic::PatternSet;
 
 /// Longest accepted agent name, in characters.
 pub const MAX_AGENT_NAME_LEN: usize = 64;
-
-/// The operations `auth = [...]` may grant, each on its own.
-pub const AUTH_GRANTS: [&str; 3] = ["password", "issue-token", "verify-token"];
-
-/// Default `[[agents]] vault_quota_mb`: total size of an agent's own vault
-/// namespace, in MiB. (`toka-vault`'s `DEFAULT_QUOTA_BYTES` is the same
-/// 64 MiB; the runtime always passes `vault_quota_mb << 20`.)
-pub const DEFAULT_VAULT_QUOTA_MB: u64 = 64;
-
-/// Capabilities granted to one agent; everything is denied by default.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grants {
-    /// Key `secrets`: secret-name patterns the agent may read (`"stripe/*"`,
-    /// `"db/password"`, `"team/**"`). Empty = none.
-    pub secrets: Vec<String>,
-    /// Key `vault = true`: the agent may use its own vault namespace (named
-    /// after the agent).
-    pub vault: bool,
-    /// Key `vault_shared`: further vault namespaces the agent may use.
-    pub vault_shared: Vec<String>,
-    /// Key `vault_quota_mb`: total size of the agent's own namespace. Default
-    /// [`DEFAULT_VAULT_QUOTA_MB`] (64); must be `1..=`[`MAX_VAULT_MB`].
-    pub vault_quota_mb: u64,
-    /// Key `auth`: any of [`AUTH_GRANTS`].
-    pub auth: Vec<String>,
-}
-
-impl Default for Grants {
-    /// Nothing granted; the quota an agent gets when it is granted the vault
-    /// without `vault_quota_mb`.
-    fn default() -> Self {
-        Grants {
-            secrets: Vec::new(),
-            vault: false,
-            vault_shared: Vec::new(),
-            vault_quota_mb: DEFAULT_VAULT_QUOTA_MB,
-            auth: Vec::new(),
-        }
-    }
-}
 
 /// One `[[agents]]` entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,8 +54,6 @@ pub struct AgentConfig {
     pub every: Option<Duration>,
     /// Effective limits: `[limits]` overridden by the agent's own limit keys.
     pub limits: Limits,
-    /// Keys `secrets`, `vault`, `vault_shared`, `vault_quota_mb`, `auth`.
-    pub grants: Grants,
     /// Every other key of the agent's table, in file order, rendered as
     /// strings: strings as is (after interpolation), other values in their TOML
     /// spelling (`42`, `true`, `[1, 2]`, `{ a = 1 }`).
@@ -229,7 +192,6 @@ fn parse_agent(
     let mut serve = PatternSet::default();
     let mut every = None;
     let mut limits = *defaults;
-    let mut grants = Grants::default();
     let mut owned = Table::default();
     let mut settings: Vec<(usize, String, String)> = Vec::new();
     for entry in table {
@@ -245,21 +207,6 @@ fn parse_agent(
             "request" => request = doc.patterns(value, &path, Some("requesting"))?,
             "serve" => serve = doc.patterns(value, &path, Some("serving"))?,
             "every" => every = Some(doc.duration(value, &path, Duration::from_millis(1))?),
-            "secrets" => grants.secrets = doc.strings(value, &path)?,
-            "vault" => grants.vault = doc.bool(value, &path)?,
-            "vault_shared" => grants.vault_shared = doc.strings(value, &path)?,
-            "vault_quota_mb" => grants.vault_quota_mb = doc.uint(value, &path, 1, MAX_VAULT_MB)?,
-            "auth" => {
-                let ops = doc.strings(value, &path)?;
-                if let Some(bad) = ops.iter().find(|op| !AUTH_GRANTS.contains(&op.as_str())) {
-                    return Err(doc.invalid(
-                        value,
-                        &path,
-                        format!("unknown auth grant {bad:?}; expected any of {AUTH_GRANTS:?}"),
-                    ));
-                }
-                grants.auth = ops;
-            }
             _ => {
                 if apply_limit(doc, &mut limits, k, value, &path)? {
                     // A limit override.
@@ -287,7 +234,6 @@ fn parse_agent(
         serve,
         every,
         limits,
-        grants,
         settings: settings.into_iter().map(|(_, k, v)| (k, v)).collect(),
         location: doc.location(node.at()),
         owned: LocatedTable::new(doc, prefix, node.at(), owned),
@@ -427,63 +373,63 @@ ratio = 0.5
     }
 
     #[test]
-    fn grants_are_parsed_and_denied_by_default() {
-        let cfg = parse(
-            r#"
-            [secrets]
-            path = "s.db"
-            key_file = "master.key"
-            [trust]
-            require_signatures = true
-            trusted_keys = ["keys/ops.pub", "toka-ed25519-public:AAAA"]
-            [[agents]]
-            name = "plain"
+    fn capability_grants_are_owned_by_their_capability_not_built_in() {
+        let text = r#"
             [[agents]]
             name = "payments"
             secrets = ["stripe/*"]
             vault = true
-            vault_shared = ["reports"]
-            vault_quota_mb = 8
-            auth = ["password", "verify-token"]
-            "#,
+            vault_quota_mb = 0
+            request = ["s3.>"]
+            "#;
+        // Declared (as the runtime declares every capability's keys), the
+        // grants are kept for their capability, unvalidated: a bad value is
+        // the capability's to report.
+        let declared = Declared {
+            sections: &[],
+            agent_keys: &["secrets", "vault", "vault_quota_mb"],
+        };
+        let cfg = RuntimeConfig::parse_declared(
+            text,
+            Path::new("config/x.toml"),
+            Path::new("/etc/toka"),
+            &declared,
+            &no_env,
         )
         .unwrap();
-        let plain = &cfg.agents[0].grants;
-        assert!(plain.secrets.is_empty() && !plain.vault && plain.auth.is_empty());
-        assert_eq!(plain.vault_quota_mb, 64);
-        let pay = &cfg.agents[1].grants;
-        assert_eq!(pay.secrets, ["stripe/*"]);
-        assert!(pay.vault);
+        let pay = &cfg.agents[0];
+        assert!(pay.settings.is_empty(), "grant keys are not settings");
+        let keys = pay.keys();
         assert_eq!(
-            (pay.vault_shared.as_slice(), pay.vault_quota_mb),
-            (&["reports".to_owned()][..], 8)
+            keys.keys().collect::<Vec<_>>(),
+            ["secrets", "vault", "vault_quota_mb"]
         );
-        assert_eq!(pay.auth, ["password", "verify-token"]);
-        assert!(
-            cfg.agents[1].settings.is_empty(),
-            "grant keys are not settings"
-        );
-        assert!(cfg.trust.require_signatures);
-        assert!(cfg.trust.trusted_keys[0].ends_with("keys/ops.pub"));
-        assert_eq!(cfg.trust.trusted_keys[1], "toka-ed25519-public:AAAA");
-        assert!(cfg.secrets.path.unwrap().ends_with("s.db"));
+        assert_eq!(keys.get_strings("secrets").unwrap().unwrap(), ["stripe/*"]);
+        let err = keys.get_uint("vault_quota_mb", 1, 64).unwrap_err();
+        assert_eq!(err.key(), Some("agents[0].vault_quota_mb"));
+        // Request grants are the kernel's.
+        assert!(pay.request.matches("s3.get"));
 
-        let err = parse("[[agents]]\nname = \"x\"\nauth = [\"root\"]\n").unwrap_err();
-        assert!(
-            err.to_string().contains("unknown auth grant \"root\""),
-            "{err}"
-        );
+        // Undeclared, a grant key is only a setting: nothing in the core
+        // knows it.
+        let cfg = parse(text).unwrap();
+        let names: Vec<&str> = cfg.agents[0]
+            .settings
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(names, ["secrets", "vault", "vault_quota_mb"]);
     }
 
     #[test]
     fn declared_agent_keys_are_owned_not_settings() {
         let text = "[[agents]]\nname = \"A\"\nfuel = 5\ntoken_ttl = \"${TTL}\"\n\
-                    colour = \"red\"\nsecrets = [\"db/*\"]\n\n[[agents]]\nname = \"B\"\n";
+                    colour = \"red\"\npublish = [\"db.*\"]\n\n[[agents]]\nname = \"B\"\n";
         let env = |k: &str| (k == "TTL").then(|| "90s".to_owned());
         let declared = Declared {
             sections: &[],
-            // Built-in keys (a grant, a limit) stay built in.
-            agent_keys: &["token_ttl", "secrets", "fuel"],
+            // Built-in keys (a bus grant, a limit) stay built in.
+            agent_keys: &["token_ttl", "publish", "fuel"],
         };
         let cfg = RuntimeConfig::parse_declared(
             text,
@@ -495,7 +441,7 @@ ratio = 0.5
         .unwrap();
         let a = &cfg.agents[0];
         assert_eq!(a.settings, [("colour".to_owned(), "red".to_owned())]);
-        assert_eq!(a.grants.secrets, ["db/*"]);
+        assert!(a.publish.matches("db.x"));
         assert_eq!(a.limits.fuel, Some(5));
         let keys = a.keys();
         assert_eq!(keys.keys().collect::<Vec<_>>(), ["token_ttl"]);

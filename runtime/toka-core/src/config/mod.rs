@@ -21,13 +21,13 @@
 //!   that check them, and the views capabilities parse their own keys with
 //!   ([`Section`], [`AgentKeys`], [`LocatedTable`]);
 //! - `limits`: [`Limits`] (`[limits]` and per-agent overrides);
-//! - `agents`: [`AgentConfig`], [`Grants`], agent names and module files;
+//! - `agents`: [`AgentConfig`], agent names and module files;
 //! - `sections`: [`EventBusConfig`], [`SecretsConfig`], [`VaultConfig`],
 //!   [`TrustConfig`], [`ModulesConfig`].
 //!
 //! Imports run one way, each module using only those before it: `error`,
 //! `located`, `interpolate`, `limits`, `sections` (for `MAX_BUFFER_SIZE`),
-//! `agents` (for `MAX_VAULT_MB`), then this module, which uses them all.
+//! `agents`, then this module, which uses them all.
 //!
 //! # Capabilities
 //!
@@ -70,10 +70,7 @@ use std::sync::Arc;
 
 use toml::de::DeTable;
 
-pub use agents::{
-    AUTH_GRANTS, AgentConfig, DEFAULT_VAULT_QUOTA_MB, Grants, MAX_AGENT_NAME_LEN, snake_case,
-    valid_agent_name,
-};
+pub use agents::{AgentConfig, MAX_AGENT_NAME_LEN, snake_case, valid_agent_name};
 pub use error::{ConfigError, Result};
 pub use limits::{Limits, MAX_BUFFER_SIZE, MAX_MEMORY_MB};
 pub use located::{AgentKeys, LocatedTable, Section};
@@ -149,12 +146,16 @@ pub struct Declared<'a> {
     /// listing them in [`RuntimeConfig::ignored_sections`]. Names of built-in
     /// sections are ignored here.
     pub sections: &'a [&'a str],
-    /// `[[agents]]` keys a capability reads itself: kept out of
-    /// [`AgentConfig::settings`] and kept, interpolated and located, in
-    /// [`AgentConfig::owned`] (see [`AgentConfig::keys`]). Names of built-in
-    /// agent keys (`name`, `module`, `subscribe`, `publish`, `every`, the
-    /// grant keys and the [`Limits`] keys) are ignored here: those keep their
-    /// built-in meaning.
+    /// `[[agents]]` keys a capability reads itself (its grant: `secrets`,
+    /// `vault`, ...): kept out of [`AgentConfig::settings`] and kept,
+    /// interpolated and located, in [`AgentConfig::owned`] (see
+    /// [`AgentConfig::keys`]). Names of built-in agent keys (`name`,
+    /// `module`, `subscribe`, `publish`, `request`, `serve`, `every` and the
+    /// [`Limits`] keys) are ignored here: those keep their built-in meaning.
+    ///
+    /// A capability's keys that are not declared are plain settings, so a
+    /// runtime loads its configuration with every registered capability's
+    /// keys declared (`toka_runtime::host::caps::declared()`).
     pub agent_keys: &'a [&'a str],
 }
 
@@ -344,6 +345,22 @@ impl RuntimeConfig {
         self.declared.get(name).map(LocatedTable::section)
     }
 
+    /// Where the configuration puts the store of section `name`: `[secrets]
+    /// path` (or the seed's `[event_bus] secret_store`), `[vault] path`, or
+    /// the `path` of a declared section; `None` when it names none.
+    ///
+    /// Key rotation asks this about the capabilities a build lacks: it
+    /// cannot open their stores, and must not rotate the key out from under
+    /// one that exists.
+    pub fn store_path(&self, name: &str) -> Option<PathBuf> {
+        match name {
+            "secrets" => self.secrets.path.clone(),
+            "vault" => self.vault.path.clone(),
+            // A malformed `path` names no store; its capability reports it.
+            _ => self.section(name)?.get_path("path").ok().flatten(),
+        }
+    }
+
     /// The capability-owned keys of `agents[index]` (see
     /// [`Declared::agent_keys`] and [`AgentConfig::keys`]); `None` past the
     /// last agent.
@@ -512,6 +529,25 @@ default_driver = "s3"
             "p.toml:12:14: drivers.s3.bucket: expected a boolean, found a string"
         );
         assert!(cfg.section("vault").is_none() && cfg.section("providers").is_none());
+    }
+
+    #[test]
+    fn store_paths_by_section_name() {
+        let env = |_: &str| None;
+        let cfg = RuntimeConfig::parse_str_with_env(
+            "[event_bus]\nsecret_store = \"s.db\"\n[vault]\npath = \"v\"\n\
+             [kv]\npath = \"kv\"\n[odd]\npath = 1\n",
+            Path::new("p.toml"),
+            Path::new("/etc/toka"),
+            &["kv", "odd"],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(cfg.store_path("secrets"), Some("/etc/toka/s.db".into()));
+        assert_eq!(cfg.store_path("vault"), Some("/etc/toka/v".into()));
+        assert_eq!(cfg.store_path("kv"), Some("/etc/toka/kv".into()));
+        assert_eq!(cfg.store_path("odd"), None);
+        assert_eq!(cfg.store_path("ledger"), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::located::{Doc, Item, Unknown};
 /// `max_blob_mb << 20` to the vault on every call. (`toka-vault`'s own
 /// `DEFAULT_MAX_BLOB_BYTES` is the same 16 MiB, for users of that crate alone.)
 pub const DEFAULT_MAX_BLOB_MB: u64 = 16;
-/// Largest accepted `[vault] max_blob_mb` and `[[agents]] vault_quota_mb`, in MiB.
+/// Largest accepted `[vault] max_blob_mb`, in MiB.
 pub const MAX_VAULT_MB: u64 = 1 << 20;
 
 /// `[event_bus]`: the bus and the global scheduler.
@@ -276,6 +276,26 @@ mod tests {
             ]
         );
         assert_eq!(cfg.event_bus.buffer_size, 8);
+    }
+
+    #[test]
+    fn trust_and_secrets_sections_are_parsed() {
+        let cfg = parse(
+            r#"
+            [secrets]
+            path = "s.db"
+            key_file = "master.key"
+            [trust]
+            require_signatures = true
+            trusted_keys = ["keys/ops.pub", "toka-ed25519-public:AAAA"]
+            "#,
+        )
+        .unwrap();
+        assert!(cfg.trust.require_signatures);
+        assert!(cfg.trust.trusted_keys[0].ends_with("keys/ops.pub"));
+        assert_eq!(cfg.trust.trusted_keys[1], "toka-ed25519-public:AAAA");
+        assert!(cfg.secrets.path.unwrap().ends_with("s.db"));
+        assert!(cfg.secrets.key_file.unwrap().ends_with("master.key"));
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
 
 /// Generates `link_capabilities`: each registered capability's `link`.
 macro_rules! linker {
-    ($( #[cfg($meta:meta)] $field:ident : $ty:ty ),* $(,)?) => {
+    ($( #[cfg($meta:meta)] $field:ident : $ty:ty = [$($key:literal),* $(,)?] ),* $(,)?) => {
         fn link_capabilities(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             $( #[cfg($meta)] <$ty as toka_capability::Capability>::link(linker)?; )*
             let _ = linker;

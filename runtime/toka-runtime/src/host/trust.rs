@@ -29,10 +29,9 @@ impl Trust {
     /// The policy `config` asks for; an unreadable or malformed key, or
     /// signatures required by a build without the `auth` feature, is an error.
     pub fn from_config(config: &TrustConfig) -> Result<Self, CapError> {
-        let fail = |message: String| CapError {
-            agent: None,
-            message: format!("[trust]: {message}"),
-        };
+        // Every failure here is the operator's to fix: the policy, or a key
+        // file it names.
+        let fail = |message: String| CapError::shared(format!("[trust]: {message}"));
         if !config.require_signatures {
             return Ok(Trust::default());
         }

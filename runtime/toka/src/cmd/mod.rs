@@ -39,9 +39,10 @@ pub(crate) struct ConfigArg {
     pub(crate) config: PathBuf,
 }
 
-/// The configuration at `path` (a mistake in it exits 2).
+/// The configuration at `path` (a mistake in it exits 2), with every
+/// registered capability's keys (see `toka_runtime::host::caps::declared`).
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<RuntimeConfig> {
-    Ok(RuntimeConfig::load(path)?)
+    Ok(toka_runtime::host::caps::load(path)?)
 }
 
 /// The configuration for `toka run` and `toka check`, readied as the

@@ -2,8 +2,9 @@
 //!
 //! `init` creates the master key file and the store, `set` / `get` / `list` /
 //! `rm` manage secrets, `rotate-key` re-encrypts every store sealed under the
-//! master key (the secret store, and the vault whose key derives from it)
-//! under a new one. The store, vault and key file are found through the
+//! master key (the secret store, the vault whose key derives from it, and
+//! whatever store another capability seals: the kernel's list, see
+//! [`crate::stores::sealed`]) under a new one. The store, vault and key file are found through the
 //! configuration that `toka run` takes (`[secrets] path`, `[secrets]
 //! key_file`, `[vault] path`), by [`crate::stores`].
 //!
@@ -26,7 +27,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, anyhow};
 use clap::Subcommand;
 use toka_core::RuntimeConfig;
-use toka_keyring::{KeyFile, MASTER_KEY_ENV, MasterKey};
+use toka_keyring::{KeyFile, MASTER_KEY_ENV, MasterKey, Sealed};
 use toka_secrets::SecretStore;
 use zeroize::Zeroizing;
 
@@ -249,14 +250,13 @@ fn rm(config: &Path, name: &str) -> anyhow::Result<()> {
 fn rotate_key(config: &Path) -> anyhow::Result<()> {
     let cfg = load_config(config)?;
     existing_store(&cfg, config)?;
-    let has_vault = stores::existing_vault(&cfg).is_some();
     let mut sealed = stores::sealed(&cfg);
     match MasterKey::from_env()? {
         None => {
             let file = stores::key_file(&cfg)?;
             let counts = toka_keyring::rotate(&file, &mut sealed)
-                .map_err(|e| stores::explain(e, &KeyOrigin::File(file.clone())))?;
-            print_rotated(&counts, has_vault, &file);
+                .map_err(|e| stores::explain(e, &KeyOrigin::File(file.clone()), &sealed))?;
+            print_rotated(&counts, &sealed, &file);
         }
         Some(key) => {
             let mut shown = false;
@@ -271,10 +271,10 @@ fn rotate_key(config: &Path) -> anyhow::Result<()> {
                      0600), set [secrets] key_file to it, unset {MASTER_KEY_ENV}, run `toka \
                      secrets rotate-key`, then take the new key from the file"
                 )),
-                e if shown => stores::explain(e, &KeyOrigin::Env).context(format!(
+                e if shown => stores::explain(e, &KeyOrigin::Env, &sealed).context(format!(
                     "key rotation failed: try the old {MASTER_KEY_ENV} first, then the new key"
                 )),
-                e => stores::explain(e, &KeyOrigin::Env),
+                e => stores::explain(e, &KeyOrigin::Env, &sealed),
             })?;
             eprintln!("rotated {count} secret(s); set {MASTER_KEY_ENV} to the new key now");
         }
@@ -282,18 +282,30 @@ fn rotate_key(config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `counts` as [`toka_keyring::rotate`] returns them for
-/// [`stores::sealed`]: the vault's first if there is one, the store's last.
-fn print_rotated(counts: &[usize], has_vault: bool, file: &KeyFile) {
-    let count = counts.last().copied().unwrap_or(0);
-    let blobs = match (has_vault, counts.first()) {
-        (true, Some(n)) => format!(" and {n} vault blob(s)"),
-        _ => String::new(),
-    };
+/// `counts` as [`toka_keyring::rotate`] returns them for `stores`
+/// ([`stores::sealed`], the secret store last), told secret store first:
+/// `rotated 4 secret(s) and 4 vault blob(s)`.
+fn print_rotated(counts: &[usize], stores: &[Box<dyn Sealed>], file: &KeyFile) {
     println!(
-        "rotated {count} secret(s){blobs}; the new master key is in {}",
+        "rotated {}; the new master key is in {}",
+        rotated(counts, stores),
         file.path().display()
     );
+}
+
+/// What [`print_rotated`] says was rotated: `4 secret(s) and 4 vault blob(s)`.
+fn rotated(counts: &[usize], stores: &[Box<dyn Sealed>]) -> String {
+    let mut parts: Vec<String> = counts
+        .iter()
+        .zip(stores)
+        .rev()
+        .map(|(n, store)| format!("{n} {}", store.counted()))
+        .collect();
+    match parts.pop() {
+        None => "nothing".to_owned(),
+        Some(last) if parts.is_empty() => last,
+        Some(last) => format!("{} and {last}", parts.join(", ")),
+    }
 }
 
 /// The new key of a rotation from `TOKA_MASTER_KEY`, on stdout, before any
@@ -323,4 +335,55 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     builder
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_is_told_secret_store_first() {
+        let store = |counted: &'static str| -> Box<dyn Sealed> {
+            /// A store that only has a name and a noun.
+            struct Named(&'static str);
+            impl Sealed for Named {
+                fn name(&self) -> &str {
+                    "a store"
+                }
+                fn counted(&self) -> &str {
+                    self.0
+                }
+                fn sealed_with(&self, _: &MasterKey) -> Result<bool, toka_keyring::BoxError> {
+                    unreachable!()
+                }
+                fn open(&mut self, _: &MasterKey) -> Result<(), toka_keyring::BoxError> {
+                    unreachable!()
+                }
+                fn rekey(
+                    &mut self,
+                    _: &MasterKey,
+                    _: &MasterKey,
+                ) -> Result<usize, toka_keyring::BoxError> {
+                    unreachable!()
+                }
+                fn reset_if_empty(&mut self) -> Result<Option<String>, toka_keyring::BoxError> {
+                    unreachable!()
+                }
+            }
+            Box::new(Named(counted))
+        };
+        let secrets = || store("secret(s)");
+        assert_eq!(rotated(&[5], &[secrets()]), "5 secret(s)");
+        assert_eq!(
+            rotated(&[4, 3], &[store("vault blob(s)"), secrets()]),
+            "3 secret(s) and 4 vault blob(s)"
+        );
+        assert_eq!(
+            rotated(
+                &[2, 4, 3],
+                &[store("entries"), store("vault blob(s)"), secrets()]
+            ),
+            "3 secret(s), 4 vault blob(s) and 2 entries"
+        );
+    }
 }

@@ -9,7 +9,8 @@
 //!
 //! `toka secrets rotate-key` re-keys the vault with the secret store: the
 //! vault takes part in the keyring's rotation as a
-//! [`toka_vault::SealedVault`] ([`crate::stores::sealed`]).
+//! [`toka_vault::SealedVault`], which the vault capability lists for it
+//! (`Capability::sealed`; [`crate::stores::sealed`]).
 
 use std::fs;
 use std::io::{self, IsTerminal as _, Read as _, Write as _};
@@ -112,7 +113,7 @@ fn vault_dir(cfg: &RuntimeConfig, config: &Path) -> anyhow::Result<PathBuf> {
 fn open(config: &Path, create: bool) -> anyhow::Result<(RuntimeConfig, Vault)> {
     let cfg = load_config(config)?;
     let dir = vault_dir(&cfg, config)?;
-    if !create && !stores::vault_exists(&dir) {
+    if !create && !Vault::exists(&dir) {
         return Err(bad(anyhow!(
             "no vault at {} yet (`toka vault put` creates it)",
             dir.display()
