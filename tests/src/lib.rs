@@ -19,7 +19,13 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// Parse `toml` as a config whose `modules_dir` is the guests directory.
 pub fn config(toml: &str) -> RuntimeConfig {
     let text = format!("modules_dir = {GUESTS_DIR:?}\n{toml}");
-    RuntimeConfig::parse_str(&text, Path::new("test.toml"), Path::new("."), &[])
+    RuntimeConfig::parse_declared(
+        &text,
+        Path::new("test.toml"),
+        Path::new("."),
+        &toka_runtime::host::caps::declared(),
+        &|k| std::env::var(k).ok(),
+    )
         .unwrap_or_else(|e| panic!("test config: {e}"))
 }
 

@@ -252,6 +252,7 @@ mod tests {
             state: Some(&ctx),
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         let hash = host.hash_password("hunter2".into()).unwrap();
         assert!(host.verify_password("hunter2".into(), hash).unwrap());
@@ -270,6 +271,7 @@ mod tests {
             state: Some(&both),
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         let token = host.issue_token(claims()).unwrap();
         assert_eq!(
@@ -290,6 +292,7 @@ mod tests {
             state: None,
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         assert!(matches!(
             host.hash_password("x".into()),

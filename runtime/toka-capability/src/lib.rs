@@ -137,6 +137,10 @@ pub struct View<'a, C: Capability> {
     /// (for a commit, a reply, the network) waits through
     /// [`wait::bounded`] with it, never on its own.
     pub wait: &'a wait::WaitState,
+    /// Per-instance values a capability keeps between its calls, keyed by
+    /// type (e.g. `wasi:http`'s hooks and context, which its bindings borrow
+    /// mutably): empty when the instance starts, dropped with it.
+    pub extensions: &'a mut http::Extensions,
 }
 
 /// Store data that gives capability `C` its [`View`]; the kernel implements

@@ -287,6 +287,7 @@ mod tests {
             state: Some(&ctx),
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         let put = |h: &mut VaultHost<'_>, ns: Option<&str>| {
             h.put(
@@ -322,6 +323,7 @@ mod tests {
             state: None,
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         assert!(matches!(host.list(None), Err(types::Error::AccessDenied)));
         assert!(matches!(

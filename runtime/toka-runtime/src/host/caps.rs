@@ -134,12 +134,40 @@ macro_rules! registered {
             #[cfg(feature = "secrets")] secrets: toka_secrets::host::Secrets,
             #[cfg(feature = "vault")] vault: toka_vault::host::Vault,
             #[cfg(feature = "auth")] auth: toka_auth::host::Auth,
+            #[cfg(feature = "http")] http: toka_http::host::Http,
         }
     };
 }
 pub(crate) use registered;
 
 registered!(define);
+
+/// The `[[agents]]` keys of the `http` capability, known even to a build
+/// without it (so such a build refuses the grant instead of ignoring it).
+const HTTP_KEYS: &[&str] = &["allowed_hosts", "http_credentials"];
+
+/// What the capabilities own in the configuration: their sections
+/// (`[http]`) and their `[[agents]]` keys, for
+/// [`RuntimeConfig::load_declared`] / [`RuntimeConfig::parse_declared`].
+pub fn declared() -> toka_core::config::Declared<'static> {
+    static KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        let mut keys: Vec<&'static str> = HTTP_KEYS.to_vec();
+        #[cfg(feature = "http")]
+        keys.extend(toka_http::host::AGENT_KEYS);
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    });
+    toka_core::config::Declared {
+        sections: &["http"],
+        agent_keys: &KEYS,
+    }
+}
+
+/// The configuration at `path`, loaded with [`declared`].
+pub fn load(path: impl AsRef<std::path::Path>) -> Result<RuntimeConfig, toka_core::ConfigError> {
+    RuntimeConfig::load_declared(path, &declared())
+}
 /// A grant of a capability this build does not have is the operator's
 /// error, named with the agent and the rebuild that fixes it.
 fn not_built(config: &RuntimeConfig) -> Result<(), CapError> {
@@ -149,6 +177,12 @@ fn not_built(config: &RuntimeConfig) -> Result<(), CapError> {
             ("secrets", !g.secrets.is_empty()),
             ("vault", g.vault || !g.vault_shared.is_empty()),
             ("auth", !g.auth.is_empty()),
+            (
+                "http",
+                HTTP_KEYS.iter().any(|k| {
+                    agent.keys().contains(k) || agent.settings.iter().any(|(s, _)| s == k)
+                }),
+            ),
         ];
         for (feature, granted) in wanted {
             if granted && !BUILT.contains(&feature) {

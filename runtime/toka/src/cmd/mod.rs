@@ -41,7 +41,8 @@ pub(crate) struct ConfigArg {
 
 /// The configuration at `path` (a mistake in it exits 2).
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<RuntimeConfig> {
-    Ok(RuntimeConfig::load(path)?)
+    // With the capabilities' sections and `[[agents]]` keys declared.
+    Ok(toka_runtime::host::caps::load(path)?)
 }
 
 /// The configuration for `toka run` and `toka check`, readied as the
