@@ -26,7 +26,7 @@ pub fn config(toml: &str) -> RuntimeConfig {
         &toka_runtime::host::caps::declared(),
         &|k| std::env::var(k).ok(),
     )
-        .unwrap_or_else(|e| panic!("test config: {e}"))
+    .unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
 /// A native agent that records every event it receives.

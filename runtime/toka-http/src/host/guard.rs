@@ -56,6 +56,9 @@ use crate::{AllowedHost, Host, Target};
 /// writing it sees the refusal instead of a broken stream.
 const DRAIN_FOR: Duration = Duration::from_secs(5);
 
+/// How long a connection outlives its request's deadline.
+const CONN_GRACE: Duration = Duration::from_secs(1);
+
 /// The guard's time before the calling guest's deadline: at most a tenth of
 /// what remains, at most this much.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
@@ -457,8 +460,9 @@ async fn transport(
         Ok(Err(e)) => return Err(Failure::Error("HTTP handshake failed", Error::Hyper(e))),
         Ok(Ok(pair)) => pair,
     };
-    // The connection lives at most as long as the request may.
-    tokio::spawn(tokio::time::timeout_at(*deadline, conn));
+    // The connection lives at most as long as the request may (and a grace
+    // second, so the request's own deadline is what the guest is told).
+    tokio::spawn(tokio::time::timeout_at(*deadline + CONN_GRACE, conn));
 
     // Origin-form on the wire; `Host` was set from the authority by wasmtime.
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -503,6 +507,10 @@ async fn transport(
         Ok(Err(e)) if e.is_parse_too_large() => Err(Failure::Error(
             "response head too large",
             Error::HttpResponseHeaderSectionSize(None),
+        )),
+        Ok(Err(_)) if tokio::time::Instant::now() >= *deadline => Err(Failure::Error(
+            "past `http_timeout` or the guest call's deadline",
+            Error::HttpResponseTimeout,
         )),
         Ok(Err(e)) => Err(Failure::Error("request failed", Error::Hyper(e))),
         Ok(Ok(response)) => Ok(response),
