@@ -22,7 +22,7 @@
 //! - [`allowed`]: [`AllowedHosts`], the allowlist grammar and its matching;
 //! - [`target`]: [`Target`], the destination a request names, parsed strictly;
 //! - [`ranges`]: [`AddressPolicy`], the blocked ranges and the exceptions;
-//! - [`error`]: [`Error`];
+//! - [`error`]: the [`Error`] type;
 //! - `host` (feature `host`): the capability, its grant, limits and guard.
 #![deny(missing_docs)]
 
