@@ -207,3 +207,26 @@ async fn sink() {
         (100, 1, 0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_client() {
+    // The `wasi:http` guest loads without a grant, and its request is a
+    // denial value (the `http` tests cover granted use).
+    logs();
+    let mut rt = Runtime::new(config(
+        r#"
+        [[agents]]
+        name = "http_client"
+        subscribe = ["h.cmd"]
+        publish = ["http.result"]
+        "#,
+    ))
+    .unwrap();
+    let rec = Recorder::new(&["http.result"]);
+    rt.register("recorder", rec.clone()).unwrap();
+    rt.injector("test")
+        .publish("h.cmd", "get https example.com /")
+        .unwrap();
+    rt.run_until(async {}).await.unwrap();
+    assert_eq!(rec.payloads("http.result"), ["err:HttpRequestDenied"]);
+}

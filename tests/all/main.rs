@@ -15,6 +15,7 @@
 //! - `hostile_waits`, `hostile_strings`, `hostile_modules`: the second pass
 //!   of the hostile suite (waits in host calls, guest strings, module files
 //!   and compile budgets);
+//! - `http`: outbound HTTP through the guard to a loopback server;
 //! - `modules`: malformed modules are refused with a precise reason;
 //! - `requests`: request/reply between components: grants, routing,
 //!   failure answers, loops, bounds, no deadlock;
@@ -30,6 +31,7 @@ mod hostile;
 mod hostile_modules;
 mod hostile_strings;
 mod hostile_waits;
+mod http;
 mod modules;
 mod requests;
 mod seam;

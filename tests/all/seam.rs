@@ -6,20 +6,25 @@
 use toka_runtime::Runtime;
 use toka_runtime::host::{caps, inspect, module};
 use toka_secrets::{MasterKey, SecretStore};
-use toka_tests::{CAPABLE, config};
+use toka_tests::{CAPABLE, HTTP_CLIENT, config};
 
 #[test]
 fn inspect_marks_every_interface_this_build_serves_as_provided() {
     let engine = toka_runtime::host::engine::new_engine(&Default::default()).unwrap();
     let linker = toka_runtime::host::new_linker(&engine).unwrap();
-    let found = inspect::inspect(
-        &engine,
-        &linker,
-        std::path::Path::new(CAPABLE),
-        &module::LoadOptions::default(),
-    )
-    .unwrap();
-    assert!(found.runnable.is_ok(), "{:?}", found.runnable);
+    let load = |path: &str| {
+        let found = inspect::inspect(
+            &engine,
+            &linker,
+            std::path::Path::new(path),
+            &module::LoadOptions::default(),
+        )
+        .unwrap();
+        assert!(found.runnable.is_ok(), "{:?}", found.runnable);
+        found
+    };
+    // `capable` imports the toka capabilities, `http_client` wasi:http.
+    let (capable, http_client) = (load(CAPABLE), load(HTTP_CLIENT));
     let served: Vec<&str> = caps::INTERFACES
         .iter()
         .flat_map(|s| s.iter().map(|(name, _)| *name))
@@ -29,11 +34,18 @@ fn inspect_marks_every_interface_this_build_serves_as_provided() {
         [
             "toka:runtime/secrets",
             "toka:runtime/vault",
-            "toka:runtime/auth"
+            "toka:runtime/auth",
+            "wasi:http/outgoing-handler",
+            "wasi:http/types"
         ],
-        "this build registers the three capabilities"
+        "this build registers the four capabilities"
     );
     for name in served {
+        let found = if name.starts_with("wasi:http") {
+            &http_client
+        } else {
+            &capable
+        };
         let import = found
             .imports
             .iter()

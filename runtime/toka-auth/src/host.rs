@@ -270,6 +270,7 @@ mod tests {
             state: Some(&ctx),
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         let hash = host.hash_password("hunter2".into()).unwrap();
         assert!(host.verify_password("hunter2".into(), hash).unwrap());
@@ -288,6 +289,7 @@ mod tests {
             state: Some(&both),
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         let token = host.issue_token(claims()).unwrap();
         assert_eq!(
@@ -343,6 +345,7 @@ mod tests {
             state: None,
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         assert!(matches!(
             host.hash_password("x".into()),

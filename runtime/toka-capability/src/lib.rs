@@ -172,6 +172,9 @@ pub trait Capability: Sized + Send + Sync + 'static {
     const NAME: &'static str;
     /// The `[[agents]]` keys it owns.
     const AGENT_KEYS: &'static [&'static str];
+    /// The top-level config sections it owns (`[http]`), read in
+    /// [`Capability::open`] through `RuntimeConfig::section`; none by default.
+    const SECTIONS: &'static [&'static str] = &[];
     /// The WIT interfaces it serves (without version) and the line
     /// `toka inspect` prints for a component importing each.
     const INTERFACES: &'static [(&'static str, &'static str)];
@@ -233,6 +236,10 @@ pub struct View<'a, C: Capability> {
     /// (for a commit, a reply, the network) waits through
     /// [`wait::bounded`] with it, never on its own.
     pub wait: &'a wait::WaitState,
+    /// Per-instance values a capability keeps between its calls, keyed by
+    /// type (e.g. `wasi:http`'s hooks and context, which its bindings borrow
+    /// mutably): empty when the instance starts, dropped with it.
+    pub extensions: &'a mut http::Extensions,
 }
 
 /// Store data that gives capability `C` its [`View`]; the kernel implements

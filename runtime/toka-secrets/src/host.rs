@@ -223,6 +223,7 @@ mod tests {
             state: Some(&ctx),
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         assert_eq!(host.get("stripe/live".into()).unwrap(), b"sk_live_1");
         // Exists but not granted, and granted but absent: one answer.
@@ -348,6 +349,7 @@ mod tests {
             state: None,
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         assert!(matches!(
             host.get("stripe/live".into()),

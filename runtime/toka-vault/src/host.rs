@@ -325,6 +325,7 @@ mod tests {
             state: Some(&ctx),
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         let put = |h: &mut VaultHost<'_>, ns: Option<&str>| {
             h.put(
@@ -486,6 +487,7 @@ mod tests {
             state: None,
             table: &mut table,
             wait: &Default::default(),
+            extensions: &mut Default::default(),
         });
         assert!(matches!(host.list(None), Err(types::Error::AccessDenied)));
         assert!(matches!(

@@ -76,6 +76,12 @@ macro_rules! define {
         /// The capabilities compiled into this build, by name (`toka --version`).
         pub const BUILT: &[&str] = &[$( #[cfg($meta)] <$ty as Capability>::NAME, )*];
 
+        /// The top-level sections the capabilities of this build own.
+        pub static SECTIONS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+            let all: &[&[&'static str]] = &[$( #[cfg($meta)] <$ty as Capability>::SECTIONS, )*];
+            all.concat()
+        });
+
         /// The capabilities compiled into this build, each with its own
         /// [`Capability::AGENT_KEYS`] (which must be its registration line's).
         pub const BUILT_KEYS: &[(&str, &[&str])] = &[$(
@@ -225,6 +231,11 @@ macro_rules! registered {
             #[cfg(feature = "secrets")] secrets: toka_secrets::host::Secrets = ["secrets"],
             #[cfg(feature = "vault")] vault: toka_vault::host::Vault = ["vault", "vault_shared", "vault_quota_mb"],
             #[cfg(feature = "auth")] auth: toka_auth::host::Auth = ["auth"],
+            #[cfg(feature = "http")] http: toka_http::host::Http = [
+                "allowed_hosts", "http_credentials", "http_connect_timeout",
+                "http_first_byte_timeout", "http_timeout", "http_max_request_bytes",
+                "http_max_response_bytes", "http_max_concurrent", "http_requests_per_sec"
+            ],
         }
     };
 }
@@ -236,11 +247,12 @@ registered!(define);
 /// [`RuntimeConfig::load_declared`] / [`RuntimeConfig::parse_declared`]:
 /// every registered capability's `[[agents]]` keys, whether this build has
 /// the capability or not (a build without it then refuses the grant rather
-/// than handing it to the agent as a setting). No capability declares a
-/// section of its own yet: `[secrets]` and `[vault]` are the core's.
+/// than handing it to the agent as a setting), and the sections of the
+/// capabilities this build has ([`Capability::SECTIONS`]; a build without
+/// one ignores its section with the usual warning).
 pub fn declared() -> Declared<'static> {
     Declared {
-        sections: &[],
+        sections: &SECTIONS,
         agent_keys: AGENT_KEYS,
     }
 }

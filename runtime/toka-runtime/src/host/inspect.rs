@@ -59,7 +59,12 @@ pub fn capability(name: &str) -> &'static str {
                 "toka interface not provided by this host version",
                 |(_, line)| line,
             ),
-        _ => "not provided by Toka",
+        // A capability may serve a standard interface (`http`: wasi:http).
+        i => super::caps::INTERFACES
+            .iter()
+            .flat_map(|served| served.iter())
+            .find(|(name, _)| *name == i)
+            .map_or("not provided by Toka", |(_, line)| line),
     }
 }
 

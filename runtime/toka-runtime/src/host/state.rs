@@ -52,6 +52,8 @@ pub struct HostState {
     /// The chain depth of the call in progress: 0 in `init`/`handle`, n
     /// while serving a request that is n requests deep.
     pub(crate) depth: u32,
+    /// What capabilities keep per instance ([`toka_capability::View::extensions`]).
+    extensions: http::Extensions,
     wasi: WasiCtx,
     table: ResourceTable,
     stdout: GuestOutput,
@@ -202,6 +204,7 @@ impl HostState {
             wait: WaitState::default(),
             rpc: None,
             depth: 0,
+            extensions: http::Extensions::new(),
             wasi,
             table,
             stdout,
@@ -246,6 +249,7 @@ where
             state: self.caps.holds(),
             table: &mut self.table,
             wait: &self.wait,
+            extensions: &mut self.extensions,
         }
     }
 }

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use toka_core::{Agent, Event, PatternSet, RuntimeConfig};
+use toka_core::{Agent, Event, PatternSet};
 use toka_runtime::{Runtime, RuntimeOptions};
 
 use toka_runtime::host::engine::MemoryLayout;
@@ -252,7 +252,7 @@ impl Agent for Started {
 /// soon as every agent is initialised.
 fn cold_child(config: &Path, cache_dir: PathBuf) -> anyhow::Result<Value> {
     let start = Instant::now();
-    let config = RuntimeConfig::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = toka_runtime::host::caps::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let agents = config.agents.len();
     let mut rt = Runtime::with_options(
         config,
