@@ -132,10 +132,21 @@ fn the_registry_knows_every_capabilitys_keys_and_this_build_has_them_all() {
     // Each registration line's keys are the capability's own AGENT_KEYS
     // (the build checks it too).
     assert_eq!(caps::BUILT_KEYS, caps::KNOWN);
-    assert_eq!(
-        caps::declared().agent_keys,
-        ["secrets", "vault", "vault_shared", "vault_quota_mb", "auth"]
-    );
+    let flat: Vec<&str> = caps::KNOWN
+        .iter()
+        .flat_map(|(_, keys)| keys.iter().copied())
+        .collect();
+    assert_eq!(caps::declared().agent_keys, flat);
+    for key in [
+        "secrets",
+        "vault",
+        "vault_shared",
+        "vault_quota_mb",
+        "auth",
+        "allowed_hosts",
+    ] {
+        assert!(flat.contains(&key), "{key} is some capability's");
+    }
     let agent = &config("[[agents]]\nname = \"a\"\nvault = true\nvault_quota_mb = 2\n").agents[0];
     assert!(agent.settings.is_empty(), "{:?}", agent.settings);
     assert_eq!(
