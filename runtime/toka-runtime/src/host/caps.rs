@@ -2,10 +2,11 @@
 //! [`capabilities!`] below, and everything the kernel derives from the list.
 //!
 //! The operator grants capabilities per agent in `[[agents]]` (`secrets`,
-//! `vault`, `vault_shared`, `auth`); everything is denied by default. At
-//! startup [`Capabilities::open`] asks each capability for each agent's
-//! grant and opens the capability only if some agent holds one (so a config
-//! without grants never asks for a master key), failing fast, naming the
+//! `vault`, `vault_shared`, `auth`, `kv`, `kv_shared`); everything is
+//! denied by default. At startup [`Capabilities::open`] asks each
+//! capability for each agent's grant and opens the capability only if some
+//! agent holds one (so a config without grants never asks for a master key
+//! or opens a store), failing fast, naming the
 //! agent and key, when a grant cannot be honoured: a malformed pattern, a
 //! capability this build lacks, a store that is not configured. Each agent
 //! then gets an [`AgentCaps`] that its instances' views read on every call.
@@ -134,6 +135,7 @@ macro_rules! registered {
             #[cfg(feature = "secrets")] secrets: toka_secrets::host::Secrets,
             #[cfg(feature = "vault")] vault: toka_vault::host::Vault,
             #[cfg(feature = "auth")] auth: toka_auth::host::Auth,
+            #[cfg(feature = "kv")] kv: toka_kv::host::Kv,
         }
     };
 }
@@ -149,6 +151,15 @@ fn not_built(config: &RuntimeConfig) -> Result<(), CapError> {
             ("secrets", !g.secrets.is_empty()),
             ("vault", g.vault || !g.vault_shared.is_empty()),
             ("auth", !g.auth.is_empty()),
+            // A build without `kv` does not declare its keys, so a grant
+            // arrives as free-form settings.
+            (
+                "kv",
+                agent
+                    .settings
+                    .iter()
+                    .any(|(k, v)| (k == "kv" && v == "true") || k == "kv_shared"),
+            ),
         ];
         for (feature, granted) in wanted {
             if granted && !BUILT.contains(&feature) {
