@@ -1,7 +1,7 @@
-//! The key-value benchmark guest: a `kv.set` event stores its payload under
-//! the key `k` of the agent's own bucket (a durable set), a `kv.get` event
-//! reads it back and fails unless it is there with the same length as the
-//! last set. Nothing is published, so `toka bench` measures the store
+//! The key-value benchmark guest: an event whose kind ends in `.set`
+//! (`kv.set`, `kv0.set`) stores its payload under the key `k` of the agent's
+//! own bucket (a durable set); one ending in `.get` reads it back and fails
+//! unless it is there with the same length as the last set. Nothing is published, so `toka bench` measures the store
 //! through a guest, not the bus.
 
 wit_bindgen::generate!({ world: "agent", path: "../../wit", generate_all });
@@ -37,13 +37,13 @@ impl Guest for Bench {
     fn handle(event: Event) -> Result<(), String> {
         BUCKET.with_borrow(|bucket| {
             let bucket = bucket.as_ref().ok_or("no bucket")?;
-            match event.kind.as_str() {
-                "kv.set" => {
+            match event.kind.rsplit('.').next() {
+                Some("set") => {
                     bucket.set("k", &event.payload).map_err(|e| err("set", e))?;
                     LEN.set(event.payload.len());
                     Ok(())
                 }
-                "kv.get" => match bucket.get("k").map_err(|e| err("get", e))? {
+                Some("get") => match bucket.get("k").map_err(|e| err("get", e))? {
                     Some(v) if v.len() == LEN.get() => Ok(()),
                     Some(v) => Err(format!("get: {} bytes, the last set wrote {}", v.len(), LEN.get())),
                     None => Err("get: none".into()),

@@ -12,11 +12,15 @@
 //! - `dispatch`: events through the bus into one agent, fan-out to many,
 //!   publish→handled latency;
 //! - `restart`: a fresh ready agent instance against raw pooled instantiation;
+//! - `kv` (feature `kv`): durable key-value sets and gets through a guest
+//!   against redb called directly;
 //! - `child`: scenarios that run in a child process so their measurements
 //!   start clean: footprint (resident memory per idle agent) and cold start.
 
 mod child;
 mod dispatch;
+#[cfg(feature = "kv")]
+mod kv;
 mod raw;
 mod restart;
 
@@ -174,6 +178,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("fanout", dispatch::fanout),
     ("latency", dispatch::latency),
     ("restart", restart::fresh_instance),
+    #[cfg(feature = "kv")]
+    ("kv_set_get", kv::set_get),
     ("cold_start", child::cold_start),
     ("footprint", child::footprint),
 ];
