@@ -228,8 +228,11 @@ pub(super) fn set_get(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
     running.stop()?;
     let guest_get = median(get_runs.iter().map(|r| r.0).collect());
     let engine_get = median(get_runs.iter().map(|r| r.1).collect());
-    let set_ratio = engine_set / guest_set;
-    let chunk_ratio = median(ratios);
+    // The ratio is the median of the chunks' ratios: an fsync stalled by
+    // another process's burst of writes lands in one side's chunk, and the
+    // totals would count it against that side.
+    let set_ratio = median(ratios);
+    let total_ratio = engine_set / guest_set;
     let get_ratio = engine_get / guest_get;
 
     // Group commit: eight agents setting at once share each fsync.
@@ -249,7 +252,7 @@ pub(super) fn set_get(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
         Outcome::new(
             "kv_set_get",
             format!(
-                "sets {}/s (store alone {}/s, engine {}/s, ratio {set_ratio:.2}); gets {}/s (engine {}/s, ratio {get_ratio:.2}); {AGENTS} agents: {} sets/s",
+                "sets {}/s (store alone {}/s, engine {}/s; ratio {set_ratio:.2}, of totals {total_ratio:.2}); gets {}/s (engine {}/s, ratio {get_ratio:.2}); {AGENTS} agents: {} sets/s",
                 group(per_s(guest_set)),
                 group(per_s(store_set)),
                 group(per_s(engine_set)),
@@ -271,7 +274,7 @@ pub(super) fn set_get(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
         .field("guest_set_us", round1(guest_set / 1e3))
         .field("engine_set_us", round1(engine_set / 1e3))
         .field("set_ratio_vs_engine", round2(set_ratio))
-        .field("set_ratio_median_chunk", round2(chunk_ratio))
+        .field("set_ratio_of_totals", round2(total_ratio))
         .field("get_ratio_vs_engine", round2(get_ratio))
         .field("agents_grouped", AGENTS)
         .field("grouped_sets_per_s", per_s(grouped).round())
