@@ -195,3 +195,31 @@ fn a_grant_without_a_store_fails_at_startup() {
     let err = Runtime::new(cfg).unwrap_err().to_string();
     assert!(err.contains("set `[kv] path`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_waiting_for_commits_do_not_hold_up_the_others() {
+    // One worker thread, eight agents whose every event waits for a commit:
+    // each waits with a stand-in serving the rest, so all finish.
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = String::from("[event_bus]\nworkers = 1\n");
+    for i in 0..8 {
+        toml.push_str(&format!(
+            "[[agents]]\nname = \"c{i}\"\nmodule = \"counter_durable.wasm\"\nsubscribe = [\"counter.inc\"]\npublish = [\"counter.value\"]\nkv = true\n"
+        ));
+    }
+    let rt = Runtime::new(config(dir.path(), &toml)).unwrap();
+    let cx = rt.injector("test");
+    for _ in 0..20 {
+        cx.publish("counter.inc", "").unwrap();
+    }
+    let report = rt.run_until(async {}).await.unwrap();
+    let store = toka_kv::Store::open(&dir.path().join("kv.redb"), Default::default()).unwrap();
+    for i in 0..8 {
+        let name = format!("c{i}");
+        let a = report.agent(&name).unwrap();
+        assert_eq!((a.handled, a.errors, a.faults), (20, 0, 0), "{name}");
+        assert_eq!(store.get(&name, "count").unwrap().unwrap().value, b"20");
+    }
+    assert!(store.check().unwrap().is_empty());
+}
