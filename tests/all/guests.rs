@@ -230,3 +230,55 @@ async fn http_client() {
     rt.run_until(async {}).await.unwrap();
     assert_eq!(rec.payloads("http.result"), ["err:HttpRequestDenied"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_durable() {
+    // The count lives in the agent's bucket (the `kv` tests restart it).
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rt = Runtime::new(crate::kv::config(
+        dir.path(),
+        r#"
+        [[agents]]
+        name = "Counter"
+        module = "counter_durable.wasm"
+        subscribe = ["counter.inc"]
+        publish = ["counter.value"]
+        kv = true
+        step = 5
+        "#,
+    ))
+    .unwrap();
+    let rec = Recorder::new(&["counter.value"]);
+    rt.register("recorder", rec.clone()).unwrap();
+    let cx = rt.injector("test");
+    for _ in 0..3 {
+        cx.publish("counter.inc", "").unwrap();
+    }
+    rt.run_until(async {}).await.unwrap();
+    assert_eq!(rec.payloads("counter.value"), ["5", "10", "15"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_bench() {
+    // The bench guest's durable set and get of its own bucket.
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(crate::kv::config(
+        dir.path(),
+        r#"
+        [[agents]]
+        name = "kvb"
+        module = "kv_bench.wasm"
+        subscribe = ["kv.>"]
+        kv = true
+        "#,
+    ))
+    .unwrap();
+    let cx = rt.injector("test");
+    cx.publish("kv.set", vec![7u8; 64]).unwrap();
+    cx.publish("kv.get", "").unwrap();
+    let report = rt.run_until(async {}).await.unwrap();
+    let kvb = report.agent("kvb").unwrap();
+    assert_eq!((kvb.handled, kvb.errors, kvb.faults), (2, 0, 0));
+}

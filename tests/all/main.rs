@@ -10,6 +10,8 @@
 //! - `guests`: one test per guest (enforced by `foreach_guest!`);
 //! - `faults`: a misbehaving guest is stopped, dead-lettered, restarted or
 //!   quarantined while the others carry on;
+//! - `kv`: durable key-value through real guests: a count that survives
+//!   fault and process restarts, denials for agents without the grant;
 //! - `hostile`: abuse of the bus and the host (huge payloads, storms, output
 //!   floods, slow agents, forbidden kinds), each beside a healthy agent;
 //! - `hostile_waits`, `hostile_strings`, `hostile_modules`: the second pass
@@ -32,6 +34,7 @@ mod hostile_modules;
 mod hostile_strings;
 mod hostile_waits;
 mod http;
+mod kv;
 mod modules;
 mod requests;
 mod seam;

@@ -6,6 +6,11 @@
 //! kind, source and payload to the guest straight from the shared
 //! `Arc<Event>`, without copying them into owned Rust values first.
 //!
+//! The key-value interfaces are `trappable`: their writes wait for a
+//! durable commit through [`crate::wait::bounded`], and a wait cut by the
+//! guest call's deadline must end the call as a `deadline` fault, which
+//! only an error of the host function (not a WIT error value) can do.
+//!
 //! The world is `agent` (imports and `handler`); the `responder` export of
 //! world `service` is looked up by the kernel on components that have it,
 //! so an `agent` component needs none.
@@ -20,6 +25,12 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     ownership: Borrowing { duplicate_if_necessary: true },
     anyhow: true,
+    imports: {
+        "wasi:keyvalue/store": trappable,
+        "wasi:keyvalue/atomics": trappable,
+        "wasi:keyvalue/batch": trappable,
+        "toka:runtime/kv": trappable,
+    },
     with: {
         "wasi:keyvalue/store.bucket": crate::resources::Bucket,
     },

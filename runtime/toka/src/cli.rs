@@ -79,6 +79,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         cmd: cmd::vault::VaultCmd,
     },
+    /// Manage the durable key-value store named by a configuration.
+    #[cfg(feature = "kv")]
+    Kv {
+        #[command(subcommand)]
+        cmd: cmd::kv::KvCmd,
+    },
     /// Generate a module-signing key pair.
     #[cfg(feature = "auth")]
     Keygen(cmd::sign::KeygenArgs),

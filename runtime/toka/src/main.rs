@@ -43,6 +43,8 @@ fn main() -> ExitCode {
         Command::Secrets { cmd } => cmd::secrets::run(cmd),
         #[cfg(feature = "vault")]
         Command::Vault { cmd } => cmd::vault::run(cmd),
+        #[cfg(feature = "kv")]
+        Command::Kv { cmd } => cmd::kv::run(cmd),
         #[cfg(feature = "auth")]
         Command::Keygen(args) => cmd::sign::keygen(args),
         #[cfg(feature = "auth")]

@@ -4,7 +4,7 @@
 //! list.
 //!
 //! The operator grants capabilities per agent in `[[agents]]` (`secrets`,
-//! `vault`, `vault_shared`, `auth`); everything is denied by default. The
+//! `vault`, `vault_shared`, `auth`, `allowed_hosts`, `kv`, ...); everything is denied by default. The
 //! configuration is loaded with every registered capability's keys declared
 //! ([`declared`]), so each capability parses its own grant from
 //! [`AgentConfig::keys`]. At startup [`Capabilities::open`] asks each
@@ -236,6 +236,7 @@ macro_rules! registered {
                 "http_first_byte_timeout", "http_timeout", "http_max_request_bytes",
                 "http_max_response_bytes", "http_max_concurrent", "http_requests_per_sec"
             ],
+            #[cfg(feature = "kv")] kv: toka_kv::host::Kv = ["kv", "kv_shared", "kv_quota_mb", "kv_max_keys"],
         }
     };
 }

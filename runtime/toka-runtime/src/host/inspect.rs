@@ -37,10 +37,21 @@ pub struct Inspection {
 /// What importing `name` means for an agent running under Toka.
 pub fn capability(name: &str) -> &'static str {
     let iface = name.split('@').next().unwrap_or(name);
+    // The capabilities built in say what their interfaces (`toka:` and
+    // others, such as `wasi:keyvalue/*`) give.
+    if let Some((_, line)) = super::caps::INTERFACES
+        .iter()
+        .flat_map(|served| served.iter())
+        .find(|(served, _)| *served == iface)
+    {
+        return line;
+    }
     match iface {
         "toka:runtime/types" => "toka types",
         "toka:runtime/bus" => "toka bus: publish events (within the `publish` grant)",
         "toka:runtime/log" => "toka log: structured logs tagged with the agent name",
+        "toka:runtime/request" => "toka request: ask a serving agent (within the `request` grant)",
+        "toka:runtime/responder" => "toka responder: serve requests (within the `serve` grant)",
         i if i.starts_with("wasi:filesystem/") => "wasi filesystem: linked, no directories granted",
         i if i.starts_with("wasi:sockets/") => "wasi sockets: linked, all network use denied",
         "wasi:cli/environment" => "wasi environment: empty (no env vars, no args)",
@@ -51,20 +62,8 @@ pub fn capability(name: &str) -> &'static str {
         i if i.starts_with("wasi:clocks/") => "wasi clocks: millisecond resolution",
         i if i.starts_with("wasi:random/") => "wasi random",
         i if i.starts_with("wasi:io/") => "wasi io: streams and polling",
-        i if i.starts_with("toka:") => super::caps::INTERFACES
-            .iter()
-            .flat_map(|served| served.iter())
-            .find(|(name, _)| *name == i)
-            .map_or(
-                "toka interface not provided by this host version",
-                |(_, line)| line,
-            ),
-        // A capability may serve a standard interface (`http`: wasi:http).
-        i => super::caps::INTERFACES
-            .iter()
-            .flat_map(|served| served.iter())
-            .find(|(name, _)| *name == i)
-            .map_or("not provided by Toka", |(_, line)| line),
+        i if i.starts_with("toka:") => "toka interface not provided by this host version",
+        _ => "not provided by Toka",
     }
 }
 

@@ -13,11 +13,15 @@
 //!   publish→handled latency;
 //! - `restart`: a fresh ready agent instance against raw pooled instantiation;
 //! - `requests`: request/reply round trips against two raw calls;
+//! - `kv` (feature `kv`): durable key-value sets and gets through a guest
+//!   against redb called directly;
 //! - `child`: scenarios that run in a child process so their measurements
 //!   start clean: footprint (resident memory per idle agent) and cold start.
 
 mod child;
 mod dispatch;
+#[cfg(feature = "kv")]
+mod kv;
 mod raw;
 mod requests;
 mod restart;
@@ -177,6 +181,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("latency", dispatch::latency),
     ("restart", restart::fresh_instance),
     ("request_roundtrip", requests::roundtrip),
+    #[cfg(feature = "kv")]
+    ("kv_set_get", kv::set_get),
     ("cold_start", child::cold_start),
     ("footprint", child::footprint),
 ];

@@ -1,6 +1,6 @@
 //! One module per `toka` command, each with its arguments (clap) and its
 //! code: `run`, `check`, `compile` (and the hidden `__compile` child it
-//! starts, in `compile_child`), `inspect`, `new`, `secrets`, `vault`,
+//! starts, in `compile_child`), `inspect`, `new`, `secrets`, `vault`, `kv`,
 //! `sign` (`keygen`, `sign`, `verify`) and `bench`. `main` parses and
 //! dispatches; the exit code comes from [`crate::exit`].
 //!
@@ -21,6 +21,8 @@ pub(crate) mod compile;
 #[cfg(feature = "compiler")]
 pub(crate) mod compile_child;
 pub(crate) mod inspect;
+#[cfg(feature = "kv")]
+pub(crate) mod kv;
 pub(crate) mod new;
 pub(crate) mod run;
 #[cfg(feature = "secrets")]
