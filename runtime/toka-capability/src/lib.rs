@@ -18,7 +18,7 @@
 //! not against the kernel's store data, so a capability never depends on the
 //! kernel and its impls are tested without wasm (call them on a `View`).
 //!
-//! ```ignore
+//! ```text
 //! impl Capability for Vault {
 //!     const NAME: &'static str = "vault";
 //!     // ...

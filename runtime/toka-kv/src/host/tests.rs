@@ -109,6 +109,8 @@ impl Fixture {
             state,
             table,
             wait: &self.wait,
+            // A test fixture's per-instance map; leaked, as tests are short.
+            extensions: Box::leak(Box::default()),
         })
     }
 }
@@ -512,6 +514,7 @@ fn a_write_past_the_deadline_faults_and_writes_nothing() {
         state,
         table: &mut table,
         wait: &spent,
+        extensions: Box::leak(Box::default()),
     });
     let err = h
         .set(Resource::new_borrow(own), "k".into(), b"v".to_vec())
