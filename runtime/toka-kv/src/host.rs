@@ -94,16 +94,13 @@ impl Capability for Kv {
             "toka kv: versions, compare-and-swap, TTLs and prefix listing in granted buckets",
         ),
     ];
+    const SECTIONS: &'static [&'static str] = &[config::SECTION];
     type Grant = KvGrant;
     type AgentState = KvCtx;
 
     fn grant(agent: &AgentConfig) -> Result<Option<KvGrant>, CapError> {
-        KvGrant::from_agent(agent).map_err(|e| {
-            // The loader's error already names the file, line and key.
-            let mut err = CapError::shared(e.to_string());
-            err.agent = Some(agent.name.clone());
-            err
-        })
+        // The loader's error already names the file, line and key.
+        KvGrant::from_agent(agent).map_err(|e| CapError::config(agent, e))
     }
 
     fn open(
@@ -134,8 +131,10 @@ impl Capability for Kv {
                 "an agent is granted `kv` but no key-value store is configured: set `[kv] path`",
             ));
         };
+        // The file is configured; failing to open it is the store's (I/O,
+        // held by another process, damaged): exit 1, not the operator's 2.
         let store = Store::open(&path, kv.limits)
-            .map_err(|e| CapError::shared(format!("key-value store {}: {e}", path.display())))?;
+            .map_err(|e| CapError::failure(format!("key-value store {}: {e}", path.display())))?;
         Ok(Kv {
             store: Arc::new(store),
             shared: kv.shared,
