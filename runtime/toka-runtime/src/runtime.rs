@@ -545,9 +545,7 @@ impl Runtime {
         bus.close();
         worker::stop_workers(workers_n, &queue);
         let _ = tokio::task::spawn_blocking(move || {
-            for w in workers {
-                let _ = w.join();
-            }
+            workers.join();
         })
         .await;
         for t in native_tasks {

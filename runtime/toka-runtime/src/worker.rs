@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -296,27 +296,51 @@ pub(crate) struct WorkerContext {
     pub(crate) abandon: AtomicBool,
 }
 
+/// The running worker threads, and the pool their stand-ins share.
+pub(crate) struct Workers {
+    handles: Vec<std::thread::JoinHandle<()>>,
+    pool: Arc<Pool>,
+}
+
+impl Workers {
+    /// Wait for the workers (told to stop with [`stop_workers`]) and then
+    /// for every stand-in thread to exit, so nothing of the run (its
+    /// agents, their stores) outlives it.
+    pub(crate) fn join(self) {
+        for w in self.handles {
+            let _ = w.join();
+        }
+        self.pool.stopped.store(true, Ordering::Release);
+        while self.pool.live.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 /// Start `n` worker threads on `queue`.
-pub(crate) fn spawn_workers(
-    n: usize,
-    queue: &RunQueue,
-    cx: Arc<WorkerContext>,
-) -> Vec<std::thread::JoinHandle<()>> {
+pub(crate) fn spawn_workers(n: usize, queue: &RunQueue, cx: Arc<WorkerContext>) -> Workers {
     let pool = Arc::new(Pool {
         rx: queue.rx.clone(),
         tx: queue.tx.clone(),
         cx,
+        idle: AtomicUsize::new(0),
+        starts: crossbeam_channel::unbounded(),
+        stopped: AtomicBool::new(false),
+        live: AtomicUsize::new(0),
     });
-    (0..n)
+    let handles = (0..n)
         .map(|i| {
             let pool = pool.clone();
             std::thread::Builder::new()
                 .name(format!("toka-worker-{i}"))
                 .stack_size(WORKER_STACK)
-                .spawn(move || work(&pool, None))
+                .spawn(move || {
+                    work(&pool, None);
+                })
                 .expect("spawn a worker thread")
         })
-        .collect()
+        .collect();
+    Workers { handles, pool }
 }
 
 /// What every worker thread, and every stand-in, serves.
@@ -324,14 +348,32 @@ struct Pool {
     rx: Receiver<usize>,
     tx: Sender<usize>,
     cx: Arc<WorkerContext>,
+    /// Stand-in threads parked between waits, and how they are handed the
+    /// next one (see [`start_stand_in`]).
+    idle: AtomicUsize,
+    starts: (Sender<Arc<AtomicBool>>, Receiver<Arc<AtomicBool>>),
+    /// Set once the workers have exited: parked stand-ins leave.
+    stopped: AtomicBool,
+    /// Stand-in threads alive (serving or parked).
+    live: AtomicUsize,
 }
+
+/// How often a parked stand-in looks whether the pool has stopped.
+const STAND_IN_POLL: Duration = Duration::from_millis(20);
+
+/// How long a stand-in thread stays parked for the next wait before it
+/// exits: waits come in bursts (a driver's requests, a key-value
+/// commit per event), and a thread spawned per wait costs more than the
+/// commit it stands in for.
+const STAND_IN_KEEP: Duration = Duration::from_secs(2);
 
 /// How long an idle stand-in waits for work before it checks whether the
 /// wait it stands in for is over.
 const STAND_IN_IDLE: Duration = Duration::from_millis(10);
 
 /// A worker's loop; `retire` is set for stand-ins, which leave once it is.
-fn work(pool: &Arc<Pool>, retire: Option<&AtomicBool>) {
+/// Returns `true` when the pool is stopping (a STOP or a closed queue).
+fn work(pool: &Arc<Pool>, retire: Option<&AtomicBool>) -> bool {
     // A guest that waits in a host call on this thread gets a stand-in.
     let for_stand_in = pool.clone();
     crate::host::wait::set_stand_in(Some(std::rc::Rc::new(move || {
@@ -352,18 +394,23 @@ fn work(pool: &Arc<Pool>, retire: Option<&AtomicBool>) {
             }
         };
         match index {
-            None => break,
+            None => {
+                crate::host::wait::set_stand_in(None);
+                return true;
+            }
             Some(STOP) => {
                 if retire.is_some() {
                     // Each STOP is meant for one of the pool's own workers.
                     let _ = pool.tx.send(STOP);
                 }
-                break;
+                crate::host::wait::set_stand_in(None);
+                return true;
             }
             Some(index) => turn(&pool.cx, &pool.cx.agents[index]),
         }
     }
     crate::host::wait::set_stand_in(None);
+    false
 }
 
 /// A stand-in worker serving the run queue while a guest on this thread
@@ -380,16 +427,67 @@ impl Drop for StandIn {
 
 /// Start a stand-in worker for `pool`, so the pool keeps its size while
 /// this worker is parked in a host call (see [`crate::host::wait`]).
+///
+/// A parked stand-in thread is reused when there is one; otherwise one is
+/// spawned. After its wait ends a stand-in parks for [`STAND_IN_KEEP`].
 fn start_stand_in(pool: &Arc<Pool>) -> Result<StandIn, String> {
     let retire = Arc::new(AtomicBool::new(false));
+    if claim_idle(&pool.idle) {
+        // A parked thread is counted in `idle` until claimed: it will take this.
+        let _ = pool.starts.0.send(retire.clone());
+        return Ok(StandIn { retire });
+    }
     let flag = retire.clone();
-    let pool = pool.clone();
-    std::thread::Builder::new()
+    let for_thread = pool.clone();
+    pool.live.fetch_add(1, Ordering::AcqRel);
+    let spawned = std::thread::Builder::new()
         .name("toka-stand-in".into())
         .stack_size(WORKER_STACK)
-        .spawn(move || work(&pool, Some(&flag)))
-        .map_err(|e| format!("cannot start a stand-in worker: {e}"))?;
+        .spawn(move || {
+            stand_in(&for_thread, flag);
+            for_thread.live.fetch_sub(1, Ordering::AcqRel);
+        });
+    if let Err(e) = spawned {
+        pool.live.fetch_sub(1, Ordering::AcqRel);
+        return Err(format!("cannot start a stand-in worker: {e}"));
+    }
     Ok(StandIn { retire })
+}
+
+/// Take one parked stand-in, if any is counted.
+fn claim_idle(idle: &AtomicUsize) -> bool {
+    idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// A stand-in thread: serve for one wait, then park for the next.
+fn stand_in(pool: &Arc<Pool>, mut flag: Arc<AtomicBool>) {
+    loop {
+        if work(pool, Some(&flag)) {
+            return;
+        }
+        pool.idle.fetch_add(1, Ordering::AcqRel);
+        let parked = Instant::now();
+        loop {
+            match pool.starts.1.recv_timeout(STAND_IN_POLL) {
+                Ok(next) => {
+                    flag = next;
+                    break;
+                }
+                // Leave once the pool stops or the keep time is over,
+                // unless a starter has just claimed this thread (its flag
+                // is then on the way).
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    let done =
+                        pool.stopped.load(Ordering::Acquire) || parked.elapsed() >= STAND_IN_KEEP;
+                    if done && claim_idle(&pool.idle) {
+                        return;
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
 }
 
 /// The next agent to run; `None` once the queue is gone.
