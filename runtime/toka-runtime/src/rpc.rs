@@ -219,15 +219,15 @@ impl AgentRpc {
         payload: Vec<u8>,
         timeout_ms: u32,
     ) -> Result<Vec<u8>, RequestError> {
-        if latency::on() {
-            let started = Instant::now();
-            let reply = self.route(wait, depth, kind, payload, timeout_ms);
+        let started = latency::on().then(Instant::now);
+        let reply = self.route(wait, depth, kind, payload, timeout_ms);
+        if let Some(started) = started {
             latency::add(started.elapsed().as_nanos() as u64);
-            return reply;
         }
-        self.route(wait, depth, kind, payload, timeout_ms)
+        reply
     }
 
+    /// [`AgentRpc::request`] without the latency sample.
     fn route(
         &self,
         wait: &WaitState,
