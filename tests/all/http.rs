@@ -393,6 +393,7 @@ async fn limits_are_error_codes_and_a_healthy_agent_carries_on() {
                 &format!("{allow}\nhttp_max_response_bytes = 1000\nhttp_max_request_bytes = 1000"),
             ),
             agent("few", &format!("{allow}\nhttp_max_concurrent = 2")),
+            agent("rate", &format!("{allow}\nhttp_requests_per_sec = 2")),
             agent("healthy", &allow),
         ]
         .concat(),
@@ -432,6 +433,11 @@ async fn limits_are_error_codes_and_a_healthy_agent_carries_on() {
             .await
             .starts_with("ok status=200"),
         "places are given back"
+    );
+    // Two per second, bursts of two: four started at once, two refused.
+    assert_eq!(
+        ask(&run, "rate", &format!("many 4 http {a} /hello")).await,
+        "ok ok,ok,ConnectionLimitReached,ConnectionLimitReached"
     );
     assert!(
         ask(&run, "healthy", &format!("get http {a} /hello"))
