@@ -11,7 +11,9 @@
 //!   `content-length`;
 //! - `header SCHEME AUTHORITY PATH NAME VALUE`: a GET with one header set;
 //! - `many N SCHEME AUTHORITY PATH`: N GETs started before any is awaited,
-//!   reported as `ok` and the outcomes in order joined by `,`.
+//!   reported as `ok` and the outcomes in order joined by `,`;
+//! - `loop N SCHEME AUTHORITY PATH`: N GETs one after the other, each body
+//!   read to its end (`ok N`, or the first error): the benchmark's load.
 //!
 //! It uses the raw `wasi` crate's synchronous `wasi:http` bindings, which
 //! import `wasi:http@0.2.4` (served by wasmtime's 0.2.x by semver).
@@ -159,6 +161,14 @@ fn run(command: &str) -> Result<String, String> {
                 })
                 .collect();
             Ok(format!(" {}", outcomes.join(",")))
+        }
+        ["loop", n, scheme, authority, path] => {
+            let n: usize = n.parse().map_err(|_| "bad count")?;
+            for i in 0..n {
+                response(request(Method::Get, scheme, authority, path, &[], None)?)
+                    .map_err(|e| format!("request {i}: {e}"))?;
+            }
+            Ok(format!(" {n}"))
         }
         _ => Err(format!("unknown command: {command}")),
     }

@@ -13,6 +13,8 @@
 //!   publish→handled latency;
 //! - `restart`: a fresh ready agent instance against raw pooled instantiation;
 //! - `requests`: request/reply round trips against two raw calls;
+//! - `http` (feature `http`): outbound GETs through the guard against
+//!   native hyper;
 //! - `kv` (feature `kv`): durable key-value sets and gets through a guest
 //!   against redb called directly;
 //! - `child`: scenarios that run in a child process so their measurements
@@ -20,6 +22,8 @@
 
 mod child;
 mod dispatch;
+#[cfg(feature = "http")]
+mod http;
 #[cfg(feature = "kv")]
 mod kv;
 mod raw;
@@ -181,6 +185,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("latency", dispatch::latency),
     ("restart", restart::fresh_instance),
     ("request_roundtrip", requests::roundtrip),
+    #[cfg(feature = "http")]
+    ("http_outbound", http::outbound),
     #[cfg(feature = "kv")]
     ("kv_set_get", kv::set_get),
     ("cold_start", child::cold_start),
