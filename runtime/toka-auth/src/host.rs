@@ -247,7 +247,7 @@ impl auth::Host for AuthHost<'_> {
 mod tests {
     use super::*;
     use auth::Host as _;
-    use wasmtime::component::ResourceTable;
+    use toka_capability::ViewParts;
 
     fn claims() -> auth::Claims {
         auth::Claims {
@@ -264,14 +264,8 @@ mod tests {
     fn each_operation_is_granted_on_its_own() {
         let key = Arc::new(SigningKey::generate().unwrap());
         let ctx = AuthCtx::new("gate", &["password".into()], Some(key.clone()));
-        let mut table = ResourceTable::new();
-        let mut host = AuthHost(View {
-            agent: "gate",
-            state: Some(&ctx),
-            table: &mut table,
-            wait: &Default::default(),
-            extensions: &mut Default::default(),
-        });
+        let mut parts = ViewParts::default();
+        let mut host = AuthHost(parts.view::<Auth>("gate", Some(&ctx)));
         let hash = host.hash_password("hunter2".into()).unwrap();
         assert!(host.verify_password("hunter2".into(), hash).unwrap());
         assert!(matches!(
@@ -284,13 +278,7 @@ mod tests {
             &["issue-token".into(), "verify-token".into()],
             Some(key),
         );
-        let mut host = AuthHost(View {
-            agent: "issuer",
-            state: Some(&both),
-            table: &mut table,
-            wait: &Default::default(),
-            extensions: &mut Default::default(),
-        });
+        let mut host = AuthHost(parts.view::<Auth>("issuer", Some(&both)));
         let token = host.issue_token(claims()).unwrap();
         assert_eq!(
             host.verify_token(token, Some("api".into())).unwrap().sub,
@@ -339,14 +327,8 @@ mod tests {
 
     #[test]
     fn an_agent_without_the_grant_is_denied() {
-        let mut table = ResourceTable::new();
-        let mut host = AuthHost(View::<Auth> {
-            agent: "stranger",
-            state: None,
-            table: &mut table,
-            wait: &Default::default(),
-            extensions: &mut Default::default(),
-        });
+        let mut parts = ViewParts::default();
+        let mut host = AuthHost(parts.view::<Auth>("stranger", None));
         assert!(matches!(
             host.hash_password("x".into()),
             Err(types::Error::AccessDenied)

@@ -242,6 +242,46 @@ pub struct View<'a, C: Capability> {
     pub extensions: &'a mut http::Extensions,
 }
 
+/// What a [`View`] borrows, owned: an instance's worth of host-side state
+/// for calling a capability's host impls without wasm (its tests). Its call
+/// deadline is not armed, so a waiting call gets no time: arm `wait` for one.
+#[derive(Debug)]
+pub struct ViewParts {
+    /// The resource table.
+    pub table: ResourceTable,
+    /// The call's deadline.
+    pub wait: wait::WaitState,
+    /// The per-instance values.
+    pub extensions: http::Extensions,
+}
+
+impl Default for ViewParts {
+    fn default() -> Self {
+        ViewParts {
+            table: ResourceTable::new(),
+            wait: wait::WaitState::default(),
+            extensions: http::Extensions::default(),
+        }
+    }
+}
+
+impl ViewParts {
+    /// The view of `agent`, holding `state` (`None`: no grant), over these parts.
+    pub fn view<'a, C: Capability>(
+        &'a mut self,
+        agent: &'a str,
+        state: Option<&'a C::AgentState>,
+    ) -> View<'a, C> {
+        View {
+            agent,
+            state,
+            table: &mut self.table,
+            wait: &self.wait,
+            extensions: &mut self.extensions,
+        }
+    }
+}
+
 /// Store data that gives capability `C` its [`View`]; the kernel implements
 /// it once per registered capability (derived from its list).
 pub trait Has<C: Capability>: Send + 'static {

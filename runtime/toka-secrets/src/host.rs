@@ -200,7 +200,7 @@ impl secrets::Host for SecretsHost<'_> {
 mod tests {
     use super::*;
     use secrets::Host as _;
-    use wasmtime::component::ResourceTable;
+    use toka_capability::ViewParts;
 
     fn store(dir: &std::path::Path) -> Arc<SecretStore> {
         let store = SecretStore::open(dir.join("s"), MasterKey::generate().unwrap()).unwrap();
@@ -217,14 +217,8 @@ mod tests {
             Grant::new(["stripe/*"]).unwrap(),
             store(dir.path()),
         );
-        let mut table = ResourceTable::new();
-        let mut host = SecretsHost(View {
-            agent: "billing",
-            state: Some(&ctx),
-            table: &mut table,
-            wait: &Default::default(),
-            extensions: &mut Default::default(),
-        });
+        let mut parts = ViewParts::default();
+        let mut host = SecretsHost(parts.view::<Secrets>("billing", Some(&ctx)));
         assert_eq!(host.get("stripe/live".into()).unwrap(), b"sk_live_1");
         // Exists but not granted, and granted but absent: one answer.
         assert!(matches!(
@@ -343,14 +337,8 @@ mod tests {
 
     #[test]
     fn an_agent_without_the_grant_is_denied() {
-        let mut table = ResourceTable::new();
-        let mut host = SecretsHost(View::<Secrets> {
-            agent: "stranger",
-            state: None,
-            table: &mut table,
-            wait: &Default::default(),
-            extensions: &mut Default::default(),
-        });
+        let mut parts = ViewParts::default();
+        let mut host = SecretsHost(parts.view::<Secrets>("stranger", None));
         assert!(matches!(
             host.get("stripe/live".into()),
             Err(types::Error::AccessDenied)

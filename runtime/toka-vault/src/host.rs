@@ -291,8 +291,8 @@ impl vault::Host for VaultHost<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use toka_capability::ViewParts;
     use vault::Host as _;
-    use wasmtime::component::ResourceTable;
 
     fn agent() -> AgentConfig {
         let config = RuntimeConfig::parse_str(
@@ -319,14 +319,8 @@ mod tests {
     fn granted_namespaces_work_and_others_are_denied() {
         let dir = tempfile::tempdir().unwrap();
         let ctx = ctx(dir.path());
-        let mut table = ResourceTable::new();
-        let mut host = VaultHost(View {
-            agent: "archive",
-            state: Some(&ctx),
-            table: &mut table,
-            wait: &Default::default(),
-            extensions: &mut Default::default(),
-        });
+        let mut parts = ViewParts::default();
+        let mut host = VaultHost(parts.view::<Vault>("archive", Some(&ctx)));
         let put = |h: &mut VaultHost<'_>, ns: Option<&str>| {
             h.put(
                 ns.map(Into::into),
@@ -481,14 +475,8 @@ mod tests {
 
     #[test]
     fn an_agent_without_the_grant_is_denied() {
-        let mut table = ResourceTable::new();
-        let mut host = VaultHost(View::<Vault> {
-            agent: "stranger",
-            state: None,
-            table: &mut table,
-            wait: &Default::default(),
-            extensions: &mut Default::default(),
-        });
+        let mut parts = ViewParts::default();
+        let mut host = VaultHost(parts.view::<Vault>("stranger", None));
         assert!(matches!(host.list(None), Err(types::Error::AccessDenied)));
         assert!(matches!(
             host.get(Some("reports".into()), "a".into()),
