@@ -106,6 +106,8 @@ pub(crate) struct ServerState {
     pub(crate) queue: parking_lot::Mutex<VecDeque<Pending>>,
     /// The agent this one waits on in a request, or [`NONE`].
     pub(crate) waiting_on: AtomicUsize,
+    /// `queue`'s length, kept beside it for [`ServerState::has_queued`].
+    queued: AtomicUsize,
     /// A turn found the slot held (see [`handoff`]).
     pub(crate) missed: AtomicBool,
     /// False once the agent is quarantined or its module failed: it is no
@@ -122,15 +124,32 @@ impl ServerState {
     }
 
     /// Whether requests wait in the queue.
+    ///
+    /// One atomic load, not the lock: every turn of every agent asks, and
+    /// almost none has requests waiting. A push stores the length before
+    /// it schedules the agent, so the turn it wakes sees it.
     pub(crate) fn has_queued(&self) -> bool {
-        !self.queue.lock().is_empty()
+        self.queued.load(Ordering::Acquire) > 0
+    }
+
+    /// The next waiting request, if any (the lock only when there is one).
+    fn pop(&self) -> Option<Pending> {
+        if !self.has_queued() {
+            return None;
+        }
+        let mut queue = self.queue.lock();
+        let next = queue.pop_front();
+        self.queued.store(queue.len(), Ordering::Release);
+        next
     }
 
     /// The agent stops serving: it leaves the routing, and the requests
     /// waiting for it are answered `no-responders` (their senders dropped).
     pub(crate) fn retire(&self) {
         self.gone.store(true, Ordering::Release);
-        self.queue.lock().clear();
+        let mut queue = self.queue.lock();
+        queue.clear();
+        self.queued.store(0, Ordering::Release);
     }
 }
 
@@ -301,7 +320,7 @@ impl AgentRpc {
         // Every server is busy: queue on the one with the fewest waiting.
         let server = (0..n)
             .map(|k| candidates[(start + k) % n])
-            .min_by_key(|i| cx.agents[*i].server.queue.lock().len())
+            .min_by_key(|i| cx.agents[*i].server.queued.load(Ordering::Acquire))
             .expect("at least one candidate");
         if self.waits_on_me(&cx, server) {
             return Err(RequestError::Loop);
@@ -324,6 +343,7 @@ impl AgentRpc {
                 deadline: Instant::now() + timeout,
                 reply: tx,
             });
+            agent.server.queued.store(queue.len(), Ordering::Release);
         }
         agent.schedule();
         match wait::bounded(wait, CALL, async {
@@ -402,7 +422,7 @@ pub(crate) fn serve_queued(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slo
         if slot.health != Health::Running {
             return;
         }
-        let Some(pending) = agent.server.queue.lock().pop_front() else {
+        let Some(pending) = agent.server.pop() else {
             return;
         };
         let left = pending.deadline.saturating_duration_since(Instant::now());
