@@ -282,3 +282,69 @@ async fn kv_bench() {
     let kvb = report.agent("kvb").unwrap();
     assert_eq!((kvb.handled, kvb.errors, kvb.faults), (2, 0, 0));
 }
+
+/// One GET over a fresh connection to a listener at `addr`: the reply as
+/// text.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_hello() {
+    logs();
+    let rt = Runtime::new(config(
+        r#"
+        [http]
+        listen = "127.0.0.1:0"
+        [[http.routes]]
+        path = "/..."
+        agent = "Hello"
+        [[agents]]
+        name = "Hello"
+        module = "http_hello.wasm"
+        "#,
+    ))
+    .unwrap();
+    let addr = rt.http_listener().expect("listener bound");
+    let stop = rt.shutdown_handle();
+    let run = tokio::spawn(rt.run_until(std::future::pending()));
+    let reply = http_get(addr, "/anything").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("hello\n"), "{reply}");
+    stop.shutdown();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_webhook() {
+    logs();
+    let (rt, rec) = with_recorder(
+        r#"
+        [http]
+        listen = "127.0.0.1:0"
+        [[http.routes]]
+        path = "/publish"
+        agent = "Hook"
+        [[agents]]
+        name = "Hook"
+        module = "http_webhook.wasm"
+        publish = ["webhook.received"]
+        "#,
+        &["webhook.>"],
+    );
+    let addr = rt.http_listener().expect("listener bound");
+    let stop = rt.shutdown_handle();
+    let run = tokio::spawn(rt.run_until(std::future::pending()));
+    let reply = http_get(addr, "/publish").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert_eq!(rec.wait_kind("webhook.received", 1).await, [""]);
+    stop.shutdown();
+    run.await.unwrap().unwrap();
+}

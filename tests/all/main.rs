@@ -18,6 +18,8 @@
 //!   of the hostile suite (waits in host calls, guest strings, module files
 //!   and compile budgets);
 //! - `http`: outbound HTTP through the guard to a loopback server;
+//! - `http_inbound`: `[[http.routes]]` served by real components: 404, 413,
+//!   431, 503, 500 with a dead letter, slow clients, the `Host` header;
 //! - `modules`: malformed modules are refused with a precise reason;
 //! - `requests`: request/reply between components: grants, routing,
 //!   failure answers, loops, bounds, no deadlock;
@@ -34,6 +36,7 @@ mod hostile_modules;
 mod hostile_strings;
 mod hostile_waits;
 mod http;
+mod http_inbound;
 mod kv;
 mod modules;
 mod requests;

@@ -38,11 +38,18 @@ fn run(command: &str) -> Result<String, Error> {
     Ok(match words[0] {
         "secret" => String::from_utf8_lossy(&secrets::get(arg(1))?).into_owned(),
         "vault-put" => {
-            let entry = vault::put(opt(arg(1)).as_deref(), arg(2), "text/plain", arg(3).as_bytes())?;
+            let entry = vault::put(
+                opt(arg(1)).as_deref(),
+                arg(2),
+                "text/plain",
+                arg(3).as_bytes(),
+            )?;
             format!("{}:{}", entry.name, entry.size)
         }
         "vault-get" => match vault::get(opt(arg(1)).as_deref(), arg(2))? {
-            Some((entry, data)) => format!("{}:{}", entry.sha256.len(), String::from_utf8_lossy(&data)),
+            Some((entry, data)) => {
+                format!("{}:{}", entry.sha256.len(), String::from_utf8_lossy(&data))
+            }
             None => "none".into(),
         },
         "vault-del" => vault::delete(opt(arg(1)).as_deref(), arg(2))?.to_string(),

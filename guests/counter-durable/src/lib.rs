@@ -49,11 +49,13 @@ fn count() -> Result<u64, String> {
     SETTINGS.with_borrow(|s| {
         BUCKET.with_borrow_mut(|bucket| {
             if bucket.is_none() {
-                let opened = store::open(&s.bucket).map_err(|e| format!("open: {}", describe(e)))?;
+                let opened =
+                    store::open(&s.bucket).map_err(|e| format!("open: {}", describe(e)))?;
                 *bucket = Some(opened);
             }
             let bucket = bucket.as_ref().expect("opened above");
-            atomics::increment(bucket, &s.key, s.step).map_err(|e| format!("increment: {}", describe(e)))
+            atomics::increment(bucket, &s.key, s.step)
+                .map_err(|e| format!("increment: {}", describe(e)))
         })
     })
 }

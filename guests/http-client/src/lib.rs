@@ -20,14 +20,14 @@
 
 wit_bindgen::generate!({ world: "agent", path: "../../wit", generate_all });
 
-use exports::toka::runtime::handler::Guest;
-use toka::runtime::bus::publish;
-use toka::runtime::types::Event;
 use ::wasi::http::outgoing_handler;
 use ::wasi::http::types::{
     ErrorCode, FutureIncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme,
 };
 use ::wasi::io::streams::StreamError;
+use exports::toka::runtime::handler::Guest;
+use toka::runtime::bus::publish;
+use toka::runtime::types::Event;
 
 struct Client;
 
@@ -35,7 +35,10 @@ fn code(e: &ErrorCode) -> String {
     // `ErrorCode::HttpRequestDenied` or `ErrorCode::DnsError(..)`: the name.
     let debug = format!("{e:?}");
     let name = debug.rsplit("::").next().unwrap_or(&debug);
-    name.split(['(', ' ', '{']).next().unwrap_or(name).to_owned()
+    name.split(['(', ' ', '{'])
+        .next()
+        .unwrap_or(name)
+        .to_owned()
 }
 
 fn request(
@@ -67,7 +70,8 @@ fn request(
     req.set_scheme(Some(&scheme)).map_err(|_| "set-scheme")?;
     req.set_authority(Some(authority))
         .map_err(|_| "set-authority")?;
-    req.set_path_with_query(Some(path)).map_err(|_| "set-path")?;
+    req.set_path_with_query(Some(path))
+        .map_err(|_| "set-path")?;
     let out = match body {
         Some(_) => Some(req.body().map_err(|_| "body")?),
         None => None,
@@ -138,7 +142,14 @@ fn run(command: &str) -> Result<String, String> {
         }
         ["post", scheme, authority, path, n] => {
             let n = n.parse().map_err(|_| "bad size")?;
-            response(request(Method::Post, scheme, authority, path, &[], Some(n))?)
+            response(request(
+                Method::Post,
+                scheme,
+                authority,
+                path,
+                &[],
+                Some(n),
+            )?)
         }
         ["header", scheme, authority, path, name, value] => response(request(
             Method::Get,

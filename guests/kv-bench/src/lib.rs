@@ -45,7 +45,11 @@ impl Guest for Bench {
                 }
                 Some("get") => match bucket.get("k").map_err(|e| err("get", e))? {
                     Some(v) if v.len() == LEN.get() => Ok(()),
-                    Some(v) => Err(format!("get: {} bytes, the last set wrote {}", v.len(), LEN.get())),
+                    Some(v) => Err(format!(
+                        "get: {} bytes, the last set wrote {}",
+                        v.len(),
+                        LEN.get()
+                    )),
                     None => Err("get: none".into()),
                 },
                 _ => Ok(()),

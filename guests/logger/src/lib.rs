@@ -10,7 +10,10 @@ use toka::runtime::types::Event;
 struct Logger;
 
 fn field(key: &str, value: String) -> Field {
-    Field { key: key.into(), value }
+    Field {
+        key: key.into(),
+        value,
+    }
 }
 
 impl Guest for Logger {

@@ -21,7 +21,9 @@ impl Guest for Milestone {
     fn init(config: Vec<(String, String)>) -> Result<(), String> {
         for (key, value) in config {
             if key == "every_n" {
-                let n: u64 = value.parse().map_err(|e| format!("every_n `{value}`: {e}"))?;
+                let n: u64 = value
+                    .parse()
+                    .map_err(|e| format!("every_n `{value}`: {e}"))?;
                 if n == 0 {
                     return Err("every_n must be at least 1".into());
                 }
@@ -33,13 +35,19 @@ impl Guest for Milestone {
 
     fn handle(event: Event) -> Result<(), String> {
         let text = String::from_utf8(event.payload).map_err(|_| "payload is not UTF-8")?;
-        let count: u64 = text.trim().parse().map_err(|e| format!("count `{text}`: {e}"))?;
+        let count: u64 = text
+            .trim()
+            .parse()
+            .map_err(|e| format!("count `{text}`: {e}"))?;
         if count % EVERY_N.get() == 0 {
             let message = format!("{} reached {count}", event.source);
             log(
                 Level::Info,
                 "milestone",
-                &[Field { key: "count".into(), value: count.to_string() }],
+                &[Field {
+                    key: "count".into(),
+                    value: count.to_string(),
+                }],
             );
             publish("counter.milestone", message.as_bytes())
                 .map_err(|e| format!("publish counter.milestone: {e:?}"))?;

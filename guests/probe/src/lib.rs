@@ -276,7 +276,9 @@ fn run(command: &str) -> Result<String, String> {
             log(Level::Info, "fields", &[field]);
             Ok(String::new())
         }
-        "fail" => Err(rest_of(arg1, rest).replace("\\n", "\n").replace("\\r", "\r")),
+        "fail" => Err(rest_of(arg1, rest)
+            .replace("\\n", "\n")
+            .replace("\\r", "\r")),
         "fail-size" => {
             let n: usize = arg1.parse().map_err(|_| "bad size".to_string())?;
             Err("e".repeat(n))
@@ -301,7 +303,12 @@ impl Guest for Probe {
         }
         let text: String = config.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         let _ = publish("probe.init", text.as_bytes());
-        let setting = |key: &str| config.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let setting = |key: &str| {
+            config
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
         COMMAND.set(setting("command"));
         if let Some(command) = setting("init_command") {
             report(run(&command));
@@ -325,11 +332,13 @@ impl Guest for Probe {
 }
 
 impl exports::toka::runtime::responder::Guest for Probe {
-    fn serve(
-        request: exports::toka::runtime::responder::Incoming,
-    ) -> Result<Vec<u8>, String> {
+    fn serve(request: exports::toka::runtime::responder::Incoming) -> Result<Vec<u8>, String> {
         if request.payload == b"who" {
-            return Ok(format!("{}|{}|{}", request.kind, request.source, request.deadline_ms).into_bytes());
+            return Ok(format!(
+                "{}|{}|{}",
+                request.kind, request.source, request.deadline_ms
+            )
+            .into_bytes());
         }
         match request.payload.strip_prefix(b"cmd:") {
             Some(command) => run(&String::from_utf8_lossy(command)).map(String::into_bytes),

@@ -51,6 +51,17 @@ pub fn tick() {
     COARSE_MS.store(now_ms(), Ordering::Relaxed);
 }
 
+/// Where a call armed when the coarse clock reads `coarse` starts.
+fn start_ms(coarse: u64) -> u64 {
+    match coarse {
+        // Armed before the first tick (a request served in the first few
+        // milliseconds of a process): the precise clock, or the deadline
+        // would count from the clock's origin and be long past once it ticks.
+        0 => now_ms(),
+        ms => ms,
+    }
+}
+
 /// The deadline of the call an instance is in, for the host calls it makes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WaitState {
@@ -69,7 +80,7 @@ impl WaitState {
         let timeout_ms = timeout.as_millis() as u64;
         // The coarse clock lags real time by up to one tick; the epoch
         // deadline is counted in the same ticks, so the two agree.
-        let start = COARSE_MS.load(Ordering::Relaxed);
+        let start = start_ms(COARSE_MS.load(Ordering::Relaxed));
         self.timeout_ms = timeout_ms;
         self.deadline_ms = start.saturating_add(timeout_ms);
     }
@@ -184,6 +195,15 @@ mod tests {
         assert!(err.to_string().contains("deadline"), "{err}");
         state.arm(Duration::from_secs(10));
         assert_eq!(bounded(&state, "test.ready", async { 7 }).ok(), Some(7));
+    }
+
+    #[test]
+    fn a_call_armed_before_the_first_tick_starts_now() {
+        let _ = now_ms();
+        std::thread::sleep(Duration::from_millis(30));
+        // Not ORIGIN (which is 30 ms and more in the past): the present.
+        assert!(start_ms(0) >= 30, "{}", start_ms(0));
+        assert_eq!(start_ms(1234), 1234, "a ticking clock is used as is");
     }
 
     #[test]

@@ -21,12 +21,15 @@
 //! - `scheduler`: `toka.tick` and per-agent periods;
 //! - `native`: native Rust [`Agent`](toka_core::Agent)s beside wasm ones;
 //! - [`registry`]: the plan (`toka check`) and the run report;
-//! - [`host`]: the wasmtime embedding.
+//! - [`host`]: the wasmtime embedding;
+//! - `inbound` (feature `http`): `[[http.routes]]` served by components.
 #![deny(missing_docs)]
 
 pub mod bus;
 pub mod error;
 pub mod host;
+#[cfg(feature = "http")]
+pub(crate) mod inbound;
 pub(crate) mod mailbox;
 pub(crate) mod native;
 pub mod publisher;

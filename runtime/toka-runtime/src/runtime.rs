@@ -97,6 +97,9 @@ pub struct Runtime {
     ticks: TickPlan,
     router: Arc<Router>,
     shutdown: watch::Sender<bool>,
+    /// The `[http]` listener, bound, when `listen` is set.
+    #[cfg(feature = "http")]
+    http: Option<toka_http::host::server::Server>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -233,7 +236,35 @@ impl Runtime {
             global: config.event_bus.scheduler_tick,
             own: BTreeMap::new(),
         };
+        #[cfg(feature = "http")]
+        let inbound = toka_http::host::routes::Inbound::from_config(&config)?;
+        #[cfg(feature = "http")]
+        let mut http_targets: Vec<Option<crate::inbound::Target>> = inbound
+            .as_ref()
+            .map_or_else(Vec::new, |i| i.routes.iter().map(|_| None).collect());
         for agent in config.agents {
+            #[cfg(feature = "http")]
+            if let Some(inbound) = &inbound
+                && inbound.routes.iter().any(|r| r.agent == agent.name)
+            {
+                let target = routed_agent(
+                    &agent,
+                    &modules,
+                    &capabilities,
+                    &bus,
+                    engine_options.fuel,
+                    options.strict,
+                    &mut failed,
+                )?;
+                if let Some(target) = target {
+                    for (slot, route) in http_targets.iter_mut().zip(&inbound.routes) {
+                        if route.agent == agent.name {
+                            *slot = Some(target.clone());
+                        }
+                    }
+                }
+                continue;
+            }
             let module = match &modules[&agent.module] {
                 Ok(cell) => match cell.get() {
                     Some(Ok(m)) => match worker::server_module_error(&agent, m) {
@@ -323,7 +354,29 @@ impl Runtime {
             );
         }
 
+        #[cfg(feature = "http")]
+        let http = match inbound {
+            None => None,
+            Some(inbound) => {
+                let listen = inbound.listen;
+                let routes = crate::inbound::Routes {
+                    engine: engine.clone(),
+                    bus: bus.clone(),
+                    targets: http_targets,
+                };
+                let server = toka_http::host::server::Server::bind(inbound, Arc::new(routes))
+                    .map_err(|e| {
+                        Error::Capability(host::caps::CapError::shared(format!(
+                            "[http] listen = \"{listen}\": cannot listen: {e}"
+                        )))
+                    })?;
+                Some(server)
+            }
+        };
+
         Ok(Runtime {
+            #[cfg(feature = "http")]
+            http,
             bus_config: config.event_bus,
             ignored_sections: config.ignored_sections,
             engine,
@@ -337,6 +390,13 @@ impl Runtime {
             router,
             shutdown: watch::channel(false).0,
         })
+    }
+
+    /// The address the `[http]` listener is bound to (its port chosen by
+    /// the system when `listen` had port 0), if it has one.
+    #[cfg(feature = "http")]
+    pub fn http_listener(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(|s| s.local_addr())
     }
 
     /// Register a native Rust agent beside the configured wasm agents. It
@@ -486,6 +546,8 @@ impl Runtime {
             ticks,
             shutdown,
             router,
+            #[cfg(feature = "http")]
+            http,
             ..
         } = self;
         let _epoch = EpochTicker::start(&engine);
@@ -513,6 +575,13 @@ impl Runtime {
             agent.schedule();
         }
         let native_tasks: Vec<_> = native.iter().map(|a| a.spawn(bus.clone())).collect();
+        #[cfg(feature = "http")]
+        let http_task = http.map(|server| {
+            let mut stop = shutdown.subscribe();
+            tokio::spawn(server.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        });
         let mut stopped = shutdown.subscribe();
         let tick_tasks = scheduler::spawn(bus.clone(), ticks, shutdown.subscribe());
 
@@ -526,6 +595,15 @@ impl Runtime {
         bus.stop_intake();
         for t in tick_tasks {
             let _ = t.await;
+        }
+        // The listener stops accepting with the rest of the outside input.
+        #[cfg(feature = "http")]
+        if let Some(t) = http_task {
+            match t.await {
+                Ok(Err(error)) => tracing::warn!(%error, "http listener stopped with an error"),
+                Err(error) => tracing::warn!(%error, "http listener task failed"),
+                Ok(Ok(())) => {}
+            }
         }
         let abandoned = match tokio::time::timeout(bus_config.drain_timeout, bus.wait_idle()).await
         {
@@ -716,4 +794,79 @@ fn rpc_grants(agent: &toka_core::AgentConfig) -> Vec<String> {
         lines.push(format!("request: {}", list(&agent.request)));
     }
     lines
+}
+
+/// The listener's target for `agent`, named in `[[http.routes]]`: its
+/// module, capabilities, publisher and budget. A routed agent handles no
+/// events (see [`crate::inbound`]), so `subscribe`, `every` and `serve` on
+/// it are the operator's error. A module that failed to load is reported
+/// like any agent's (fatal when strict) and its routes answer 503.
+#[cfg(feature = "http")]
+fn routed_agent(
+    agent: &toka_core::AgentConfig,
+    modules: &HashMap<PathBuf, Result<Arc<ModuleCell>, ModuleError>>,
+    capabilities: &Capabilities,
+    bus: &Bus,
+    fuel_metered: bool,
+    strict: bool,
+    failed: &mut Vec<(String, ModuleError)>,
+) -> Result<Option<crate::inbound::Target>> {
+    for (key, set) in [
+        ("subscribe", !agent.subscribe.is_empty()),
+        ("every", agent.every.is_some()),
+        ("serve", !agent.serve.is_empty()),
+    ] {
+        if set {
+            return Err(Error::Capability(host::caps::CapError::agent(
+                agent,
+                format!(
+                    "`{key}`: the agent serves `[[http.routes]]`, one fresh instance per request, and handles no events or requests; give the events to another agent"
+                ),
+            )));
+        }
+    }
+    let module = match &modules[&agent.module] {
+        Ok(cell) => match cell.get() {
+            Some(Ok(m)) if m.proxy.is_none() => Err(ModuleError {
+                path: m.path.clone(),
+                reason: format!(
+                    "agent `{}` is routed by `[[http.routes]]` but the component does not export `wasi:http/incoming-handler@0.2.x` (build it for world `http-agent` or as a `wasi:http/proxy` component)",
+                    agent.name
+                ),
+            }),
+            _ => Ok(cell.clone()),
+        },
+        Err(e) => Err(e.clone()),
+    };
+    let module = match module {
+        Ok(m) => m,
+        Err(e) => {
+            if strict {
+                return Err(Error::Module {
+                    agent: agent.name.clone(),
+                    source: e,
+                });
+            }
+            tracing::error!(agent = %agent.name, error = %e, "routed agent's module failed to load; its routes answer 503");
+            failed.push((agent.name.clone(), e));
+            return Ok(None);
+        }
+    };
+    let name: Arc<str> = Arc::from(agent.name.as_str());
+    let publisher = Arc::new(AgentPublisher::new(
+        name.clone(),
+        PublishGrant::Patterns(agent.publish.clone()),
+        agent.limits.max_payload_bytes,
+        Some((agent.limits.publish_rate, agent.limits.publish_burst)),
+        bus.clone(),
+    ));
+    Ok(Some(crate::inbound::Target {
+        name,
+        module,
+        caps: capabilities.for_agent(agent).map_err(Error::Capability)?,
+        publisher,
+        limits: agent.limits,
+        budget: host::Budget::from_limits(&agent.limits, fuel_metered),
+        counters: Arc::default(),
+    }))
 }

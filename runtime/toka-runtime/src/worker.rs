@@ -824,6 +824,15 @@ pub(crate) fn not_a_server(agent: &WasmAgent, module: &Module) -> Option<ModuleE
 
 /// [`not_a_server`] for a configured agent and its loaded module.
 pub(crate) fn server_module_error(config: &AgentConfig, module: &Module) -> Option<ModuleError> {
+    if module.pre.is_none() {
+        return Some(ModuleError {
+            path: module.path.clone(),
+            reason: format!(
+                "agent `{}`: the component exports only `wasi:http/incoming-handler`; route it with `[[http.routes]]` (it cannot handle events)",
+                config.name
+            ),
+        });
+    }
     (!config.serve.is_empty() && module.responder.is_none()).then(|| ModuleError {
         path: module.path.clone(),
         reason: format!(

@@ -12,9 +12,17 @@
 //! # Layout
 //! - this module: [`Http`] (the capability), [`HttpGrant`], [`Limits`],
 //!   [`HttpAgent`] (one agent's state and counters), the linking;
-//! - [`guard`]: the `WasiHttpHooks` implementation and the transport.
+//! - [`guard`]: the `WasiHttpHooks` implementation and the transport;
+//! - [`routes`]: the inbound listener's config and its routes;
+//! - [`server`]: the inbound listener, handing requests to guests.
 
 pub mod guard;
+pub mod routes;
+pub mod server;
+
+/// The `wasi:http` host crate this capability is built on, for the kernel's
+/// serving of `wasi:http/incoming-handler`.
+pub use wasmtime_wasi_http;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -476,7 +484,8 @@ struct Instance {
 
 /// The `wasi:http` view of an instance: its hooks, refreshed with the
 /// remaining deadline of the call in progress on every `wasi:http` call.
-fn http_view(view: View<'_, Http>) -> WasiHttpCtxView<'_> {
+/// The kernel uses it to hand an inbound request to a guest.
+pub fn http_view(view: View<'_, Http>) -> WasiHttpCtxView<'_> {
     let View {
         agent,
         state,

@@ -237,7 +237,12 @@ impl Instance {
         // Start functions run during instantiation: budget them too.
         Self::arm(&mut store, budget);
         let (bindings, serve) = contain(|| {
-            let instance = module.pre.instance_pre().instantiate(&mut store)?;
+            let pre = module.pre.as_ref().ok_or_else(|| {
+                wasmtime::format_err!(
+                    "the component exports only `wasi:http/incoming-handler`: it serves `[[http.routes]]` and cannot handle events"
+                )
+            })?;
+            let instance = pre.instance_pre().instantiate(&mut store)?;
             let bindings = Agent::new(&mut store, &instance)?;
             let serve = module
                 .responder
@@ -342,6 +347,47 @@ impl Instance {
         let result = contain(|| bindings.toka_runtime_handler().call_handle(store, param));
         self.finish(result)
     }
+}
+
+/// Serve one inbound HTTP request with a fresh instance of `proxy`: its
+/// store holds `state` (the routed agent's capabilities, publisher and
+/// limits) under `budget`, the same deadline, fuel and memory bounds as an
+/// event. Runs on a blocking thread; returns when `handle` returns. The
+/// guest answers through `call.respond`, possibly before it returns (a
+/// streamed body); a fault before it answers drops the sender, which the
+/// listener turns into 500.
+#[cfg(feature = "http")]
+pub fn serve_http(
+    engine: &Engine,
+    proxy: &super::module::Proxy,
+    state: HostState,
+    budget: Budget,
+    call: toka_http::host::server::Call,
+) -> Result<(), Fault> {
+    use toka_http::host::wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    Instance::arm(&mut store, budget);
+    let result = contain(|| {
+        let mut view = toka_http::host::http_view(
+            toka_capability::Has::<toka_http::host::Http>::view(store.data_mut()),
+        );
+        let request = view.new_incoming_request(Scheme::Http, call.request)?;
+        let out = view.new_response_outparam(call.respond)?;
+        let proxy = proxy.instantiate(&mut store)?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, request, out)
+    })
+    .map_err(|mut f| {
+        if f.kind == FaultKind::Trap && f.message.contains("instantiat") {
+            f.kind = FaultKind::Instantiate;
+        }
+        f
+    });
+    store.data().flush_output();
+    result
 }
 
 #[cfg(test)]

@@ -33,11 +33,23 @@ pub struct Module {
     /// The compiled component.
     pub component: Component,
     /// Pre-linked against the host: instantiation does no import resolution.
-    pub pre: AgentPre<HostState>,
+    /// `None` for a component that exports only `wasi:http/incoming-handler`
+    /// (world `http-agent`, or any `wasi:http/proxy` component): such a
+    /// module serves HTTP routes and cannot handle events.
+    pub pre: Option<AgentPre<HostState>>,
+    /// The same, as a `wasi:http/proxy` component, when it exports
+    /// `wasi:http/incoming-handler` (what an `[[http.routes]]` agent runs).
+    #[cfg(feature = "http")]
+    pub proxy: Option<Proxy>,
     /// The `serve` function of its `toka:runtime/responder` export, when it
     /// is a component of world `service` (see [`responder`]).
     pub responder: Option<ComponentExportIndex>,
 }
+
+/// A component pre-linked as `wasi:http/proxy` (sync bindings: the kernel
+/// runs with `concurrency_support(false)`).
+#[cfg(feature = "http")]
+pub type Proxy = toka_http::host::wasmtime_wasi_http::p2::bindings::sync::ProxyPre<HostState>;
 
 /// Name prefix of the responder export: any `0.1.x` is accepted, as the
 /// linker accepts any semver-compatible import.
@@ -79,16 +91,33 @@ pub fn prelink(
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| fail(format!("cannot be linked: {e:#}")))?;
-    let pre = AgentPre::new(pre).map_err(|e| {
-        fail(format!(
-            "does not export the Toka agent world (`toka:runtime/handler@0.1.x` with `init` and `handle`): {e:#}"
-        ))
-    })?;
+    #[cfg(feature = "http")]
+    let proxy = Proxy::new(pre.clone()).ok();
+    #[cfg(feature = "http")]
+    let serves_http = proxy.is_some();
+    #[cfg(not(feature = "http"))]
+    let serves_http = false;
+    let agent = match AgentPre::new(pre) {
+        Ok(agent) => Some(agent),
+        Err(_) if serves_http => None,
+        Err(e) => {
+            let http = if cfg!(feature = "http") {
+                ", nor `wasi:http/incoming-handler@0.2.x` (world `http-agent`)"
+            } else {
+                ""
+            };
+            return Err(fail(format!(
+                "does not export the Toka agent world (`toka:runtime/handler@0.1.x` with `init` and `handle`){http}: {e:#}"
+            )));
+        }
+    };
     let responder = responder(&component, linker.engine());
     Ok(Module {
         path: path.to_path_buf(),
         component,
-        pre,
+        pre: agent,
+        #[cfg(feature = "http")]
+        proxy,
         responder,
     })
 }
