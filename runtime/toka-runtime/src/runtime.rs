@@ -143,9 +143,19 @@ impl Runtime {
         // a grant this build cannot honour is the operator's error, found fast.
         let capabilities = Capabilities::open(&config).map_err(Error::Capability)?;
         let trust = Trust::from_config(&config.trust).map_err(Error::Capability)?;
+        #[cfg(feature = "http")]
+        let inbound = toka_http::host::routes::Inbound::from_config(&config)?;
+        // Every request a route runs at once holds an instance of its own.
+        #[cfg(feature = "http")]
+        let instances = config.agents.len()
+            + inbound
+                .as_ref()
+                .map_or(0, |i| i.routes.iter().map(|r| r.max_concurrent).sum());
+        #[cfg(not(feature = "http"))]
+        let instances = config.agents.len();
         let layout = options
             .memory_layout
-            .unwrap_or_else(|| MemoryLayout::for_agents(config.agents.len()));
+            .unwrap_or_else(|| MemoryLayout::for_agents(instances));
         let engine_options = EngineOptions::for_config(&config);
         let engine = new_engine_with(&engine_options, layout).map_err(Error::Engine)?;
         let linker = host::new_linker(&engine).map_err(Error::Engine)?;
@@ -236,8 +246,6 @@ impl Runtime {
             global: config.event_bus.scheduler_tick,
             own: BTreeMap::new(),
         };
-        #[cfg(feature = "http")]
-        let inbound = toka_http::host::routes::Inbound::from_config(&config)?;
         #[cfg(feature = "http")]
         let mut http_targets: Vec<Option<crate::inbound::Target>> = inbound
             .as_ref()

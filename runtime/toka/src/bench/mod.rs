@@ -24,6 +24,8 @@ mod child;
 mod dispatch;
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "http")]
+mod inbound;
 #[cfg(feature = "kv")]
 mod kv;
 mod raw;
@@ -187,6 +189,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("request_roundtrip", requests::roundtrip),
     #[cfg(feature = "http")]
     ("http_outbound", http::outbound),
+    #[cfg(feature = "http")]
+    ("http_inbound", inbound::inbound),
     #[cfg(feature = "kv")]
     ("kv_set_get", kv::set_get),
     ("cold_start", child::cold_start),
