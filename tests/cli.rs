@@ -81,6 +81,44 @@ fn check_prints_the_plan() {
 }
 
 #[test]
+fn check_prints_routes_without_taking_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    // The port is held, as by the running runtime the check is about.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[http]
+listen = "127.0.0.1:{port}"
+[[http.routes]]
+path = "/hello/..."
+agent = "Hello"
+max_concurrent = 7
+[[agents]]
+name = "Hello"
+module = "http_hello.wasm"
+"#
+        ),
+    );
+    let out = toka(&["check", config.to_str().unwrap()]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(plan.contains("agents: 1 ready, 0 failed"), "{plan}");
+    assert!(
+        plan.contains(&format!(
+            "http route: /hello/... on 127.0.0.1:{port} (7 at once)"
+        )),
+        "{plan}"
+    );
+    // `run` does need the port, and says so.
+    let out = toka(&["run", config.to_str().unwrap(), "--for", "100ms"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains("cannot listen"), "{}", text(&out));
+}
+
+#[test]
 fn portable_shape_loads_and_warns_once_about_unknown_sections() {
     let out = toka(&["check", "config/portable.toml"]);
     let log = text(&out);

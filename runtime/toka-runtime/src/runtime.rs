@@ -67,6 +67,10 @@ pub struct RuntimeOptions {
     /// module compiled. Default `false`: everything is compiled before
     /// `with_options` returns, as [`Runtime::plan`] then reports.
     pub background_compile: bool,
+    /// Build without binding the `[http]` listener (for a plan only, as
+    /// `toka check` makes while the real runtime may hold the port). The
+    /// routes are still checked; [`Runtime::run`] then serves nothing.
+    pub no_listen: bool,
 }
 
 /// Asks a running [`Runtime`] to shut down gracefully.
@@ -100,6 +104,9 @@ pub struct Runtime {
     /// The `[http]` listener, bound, when `listen` is set.
     #[cfg(feature = "http")]
     http: Option<toka_http::host::server::Server>,
+    /// The agents `[[http.routes]]` serve, for the plan.
+    #[cfg(feature = "http")]
+    routed: Vec<PlannedAgent>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -247,6 +254,8 @@ impl Runtime {
             own: BTreeMap::new(),
         };
         #[cfg(feature = "http")]
+        let mut routed = Vec::new();
+        #[cfg(feature = "http")]
         let mut http_targets: Vec<Option<crate::inbound::Target>> = inbound
             .as_ref()
             .map_or_else(Vec::new, |i| i.routes.iter().map(|_| None).collect());
@@ -265,11 +274,27 @@ impl Runtime {
                     &mut failed,
                 )?;
                 if let Some(target) = target {
+                    let mut grants = rpc_grants(&agent);
                     for (slot, route) in http_targets.iter_mut().zip(&inbound.routes) {
                         if route.agent == agent.name {
                             *slot = Some(target.clone());
+                            grants.push(format!(
+                                "http route: {} on {} ({} at once)",
+                                route.path, inbound.listen, route.max_concurrent
+                            ));
                         }
                     }
+                    grants.extend(target.caps.grants.iter().cloned());
+                    routed.push(PlannedAgent {
+                        name: agent.name.clone(),
+                        kind: AgentKind::Wasm(agent.module.clone()),
+                        subscribe: agent.subscribe.clone(),
+                        publish: Some(agent.publish.clone()),
+                        every: None,
+                        limits: Some(agent.limits),
+                        settings: agent.settings.iter().map(|(k, _)| k.clone()).collect(),
+                        grants,
+                    });
                 }
                 continue;
             }
@@ -365,6 +390,7 @@ impl Runtime {
         #[cfg(feature = "http")]
         let http = match inbound {
             None => None,
+            Some(_) if options.no_listen => None,
             Some(inbound) => {
                 let listen = inbound.listen;
                 let routes = crate::inbound::Routes {
@@ -385,6 +411,8 @@ impl Runtime {
         Ok(Runtime {
             #[cfg(feature = "http")]
             http,
+            #[cfg(feature = "http")]
+            routed,
             bus_config: config.event_bus,
             ignored_sections: config.ignored_sections,
             engine,
@@ -479,6 +507,8 @@ impl Runtime {
             settings: Vec::new(),
             grants: Vec::new(),
         }));
+        #[cfg(feature = "http")]
+        agents.extend(self.routed.iter().cloned());
         Plan {
             agents,
             failed: self.failed.clone(),

@@ -25,6 +25,8 @@ pub(crate) fn run(args: CheckArgs) -> anyhow::Result<()> {
     let options = RuntimeOptions {
         cache_dir: args.cache.dir(),
         compiler_program: compiler_program(),
+        // A check must not take the port from the runtime it checks.
+        no_listen: true,
         ..Default::default()
     };
     let runtime = Runtime::with_options(cfg, options)?;
