@@ -496,3 +496,52 @@ async fn credentials_are_injected_and_never_logged() {
     assert!(!logged.contains(SECRET), "the secret is never logged");
     assert!(!logged.contains("guest-own-token"), "nor header values");
 }
+
+/// A loopback listener that never accepts, its accept queue filled: a new
+/// connection's SYN is dropped and its connect hangs (Linux drops SYNs to
+/// a full queue by default), which is how an unreachable server looks.
+async fn blackhole() -> (tokio::net::TcpListener, Vec<TcpStream>, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut filled = Vec::new();
+    for _ in 0..4 {
+        // The first few complete (they fill the queue); later ones hang,
+        // and are given up on.
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        {
+            filled.push(s);
+        }
+    }
+    (listener, filled, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_the_connect_is_a_connection_timeout() {
+    let (_listener, _filled, p) = blackhole().await;
+    let run = start(
+        LOOPBACK_OK,
+        &agent(
+            "patient",
+            &format!(
+                "allowed_hosts = [\"http://127.0.0.1:{p}\"]\nhttp_connect_timeout = \"300ms\""
+            ),
+        ),
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        ask(&run, "patient", &format!("get http 127.0.0.1:{p} /")).await,
+        "err:ConnectionTimeout"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut at the connect timeout, not the call's deadline"
+    );
+    assert!(run.rec.payloads("toka.dead-letter").is_empty());
+    run.stop().await;
+}
