@@ -285,7 +285,7 @@ greeting = "hello"
 const README_MD: &str = r#"# {{name}}
 
 A Toka agent: a Rust crate compiled to a WebAssembly component that
-implements the `agent` world of `toka:runtime@0.1.2`.
+implements the `agent` world of `toka:runtime@0.1.3`.
 
 On every scheduler tick it logs the event and publishes
 `{{snake}}.heartbeat` with the tick number as payload.
