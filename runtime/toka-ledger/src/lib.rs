@@ -74,7 +74,9 @@ pub type EntryId = u64;
 
 /// One operation on the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+// Externally tagged: an internally tagged enum buffers its fields, and
+// serde's buffer has no 128-bit integers.
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     /// Create `account` with an overdraft limit (it must not exist).
     Open {
