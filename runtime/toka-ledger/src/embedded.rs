@@ -23,8 +23,8 @@ use redb::{
 
 use crate::error::{Error, Result, storage};
 use crate::{
-    Account, Entry, EntryId, HistoryRow, ISSUANCE, Ledger, MAX_PAGE, Op, Page, Posting,
-    valid_account, valid_asset, valid_key,
+    Account, Entry, EntryId, HistoryRow, ISSUANCE, Ledger, MAX_AMOUNT, MAX_PAGE, Op, Page, Posting,
+    WideSum, valid_account, valid_asset, valid_key,
 };
 
 const ACCOUNTS: TableDefinition<(&str, &str), (i128, u128)> = TableDefinition::new("accounts");
@@ -138,16 +138,12 @@ impl Embedded {
         let meta = txn.open_table(META).map_err(storage("reading"))?;
         let mut problems = Vec::new();
 
-        let mut sums: HashMap<String, i128> = HashMap::new();
+        let mut sums: HashMap<String, WideSum> = HashMap::new();
         for row in accounts.iter().map_err(storage("reading"))? {
             let (k, v) = row.map_err(storage("reading"))?;
             let (asset, name) = k.value();
             let (balance, overdraft) = v.value();
-            let sum = sums.entry(asset.to_owned()).or_default();
-            match sum.checked_add(balance) {
-                Some(s) => *sum = s,
-                None => problems.push(format!("{asset}: the balances overflow")),
-            }
+            sums.entry(asset.to_owned()).or_default().add(balance);
             if name == ISSUANCE {
                 if balance > 0 {
                     problems.push(format!("{asset}: issuance balance {balance} is positive"));
@@ -179,8 +175,8 @@ impl Embedded {
             }
         }
         for (asset, sum) in &sums {
-            if *sum != 0 {
-                problems.push(format!("{asset}: the balances sum to {sum}, not 0"));
+            if !sum.is_zero() {
+                problems.push(format!("{asset}: the balances sum to {sum:?}, not 0"));
             }
         }
 
@@ -316,6 +312,22 @@ impl Embedded {
                     "{asset}/{account}: balance {balance} + {delta} overflows"
                 ))
             })?;
+            if account == ISSUANCE && after > 0 {
+                // Only issued units can be retired: an account in
+                // overdraft burns nothing that was ever minted.
+                return Err(Error::Invalid(format!(
+                    "{asset}: burning {delta} when {} is in circulation",
+                    balance.unsigned_abs()
+                )));
+            }
+            if account == ISSUANCE && after.unsigned_abs() > MAX_AMOUNT {
+                // Circulation stays at most MAX_AMOUNT, so `issued` and
+                // every amount a caller sees fit the same range.
+                return Err(Error::Invalid(format!(
+                    "{asset}: minting {} would put more than {MAX_AMOUNT} in circulation",
+                    delta.unsigned_abs()
+                )));
+            }
             if account != ISSUANCE && after < 0 && after.unsigned_abs() > overdraft {
                 return Err(Error::InsufficientFunds {
                     asset: asset.to_owned(),

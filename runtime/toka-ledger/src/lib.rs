@@ -57,8 +57,9 @@ pub use error::{Error, ErrorKind, Result};
 /// The name of each asset's issuance account (`#` is not allowed in the
 /// names callers give, so no caller can open, credit or debit it).
 pub const ISSUANCE: &str = "#issuance";
-/// The largest amount one operation moves, and the largest overdraft:
-/// `i128::MAX`, so every balance stays an `i128`.
+/// The largest amount one operation moves, the largest overdraft and the
+/// most of an asset in circulation: `i128::MAX`, so every balance stays an
+/// `i128` (a mint past it is [`Error::Invalid`]).
 pub const MAX_AMOUNT: u128 = i128::MAX as u128;
 /// Longest asset name, in bytes.
 pub const MAX_ASSET_NAME: usize = 32;
@@ -96,7 +97,8 @@ pub enum Op {
         /// Minor units, 1 to [`MAX_AMOUNT`].
         amount: u128,
     },
-    /// Retire `amount` of `asset` from `from`.
+    /// Retire `amount` of `asset` from `from` (at most what is in
+    /// circulation: an overdraft cannot retire units never minted).
     Burn {
         /// The asset.
         asset: String,
@@ -349,6 +351,37 @@ pub trait Ledger: Send + Sync {
                 amount,
             },
         )
+    }
+}
+
+/// An exact sum of `i128` balances. Each balance fits an `i128` but a
+/// partial sum of an asset's balances need not (one account at the maximum,
+/// another in overdraft), so this counts the wraps too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WideSum {
+    low: i128,
+    /// How many times `low` wrapped: upwards positive, downwards negative.
+    wraps: i64,
+}
+
+impl WideSum {
+    /// Adds `x`.
+    pub fn add(&mut self, x: i128) {
+        let (low, wrapped) = self.low.overflowing_add(x);
+        if wrapped {
+            self.wraps += if x > 0 { 1 } else { -1 };
+        }
+        self.low = low;
+    }
+
+    /// True when the sum is exactly zero.
+    pub fn is_zero(&self) -> bool {
+        self.low == 0 && self.wraps == 0
+    }
+
+    /// The sum, when it fits an `i128`.
+    pub fn get(&self) -> Option<i128> {
+        (self.wraps == 0).then_some(self.low)
     }
 }
 
