@@ -37,7 +37,7 @@ fn key(round: usize, t: u64, i: u64) -> String {
 /// one that debits `u{t}`, so funds mostly suffice; a refusal is an
 /// acknowledged outcome too (and must leave nothing).
 fn op(t: u64, i: u64) -> Op {
-    let asset = if t % 2 == 0 { "usd" } else { "eur" }.to_string();
+    let asset = if t.is_multiple_of(2) { "usd" } else { "eur" }.to_string();
     let me = format!("u{t}");
     // The next thread of the same asset: two per asset.
     let peer = format!("u{}", (t + 2) % THREADS);
