@@ -46,6 +46,7 @@
 //! - [`error`]: [`Error`] and the five kinds a caller sees ([`ErrorKind`]).
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod embedded;
 pub mod error;
 
