@@ -43,17 +43,22 @@
 //! - this module: the model ([`Op`], [`Entry`], [`Account`]) and the
 //!   backend-neutral [`Ledger`] trait;
 //! - [`embedded`]: [`Embedded`], the redb backend;
-//! - [`error`]: [`Error`] and the five kinds a caller sees ([`ErrorKind`]).
+//! - [`error`]: [`Error`] and the five kinds a caller sees ([`ErrorKind`]);
+//! - [`config`]: `[ledger]` and the agents' `ledger_*` grants ([`config::Grant`]);
+//! - [`guard`]: [`Guarded`], one agent's view of a ledger, checked against
+//!   its grant, with its idempotency keys scoped to it.
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod guard;
 
 use serde::{Deserialize, Serialize};
 
 pub use embedded::Embedded;
 pub use error::{Error, ErrorKind, Result};
+pub use guard::Guarded;
 
 /// The name of each asset's issuance account (`#` is not allowed in the
 /// names callers give, so no caller can open, credit or debit it).
@@ -66,8 +71,9 @@ pub const MAX_AMOUNT: u128 = i128::MAX as u128;
 pub const MAX_ASSET_NAME: usize = 32;
 /// Longest account name, in bytes.
 pub const MAX_ACCOUNT_NAME: usize = 128;
-/// Longest idempotency key, in bytes.
-pub const MAX_KEY: usize = 256;
+/// Longest idempotency key, in bytes (an agent's keys are shorter,
+/// [`guard::MAX_AGENT_KEY`]: the ledger stores them scoped to the agent).
+pub const MAX_KEY: usize = 384;
 /// Most rows one page of a listing returns.
 pub const MAX_PAGE: usize = 1000;
 
@@ -400,7 +406,7 @@ pub fn valid_account(name: &str) -> Result<()> {
     })
 }
 
-/// An idempotency key: 1-256 bytes, no control characters.
+/// An idempotency key: 1-[`MAX_KEY`] bytes, no control characters.
 pub fn valid_key(key: &str) -> Result<()> {
     valid_name("idempotency key", key, MAX_KEY, |c| !c.is_control())
 }
