@@ -1,0 +1,201 @@
+//! Many threads applying transfers (and mints, burns, replays) to one
+//! embedded ledger at once, while another thread checks every invariant
+//! on snapshots as they commit; afterwards every acknowledged operation is
+//! in the journal exactly once and the totals add up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use proptest::prelude::*;
+use toka_ledger::{Embedded, Entry, ErrorKind, Ledger, Op, WideSum};
+
+const ACCOUNTS: usize = 10;
+const START: u128 = 1000;
+const OVERDRAFT: u128 = 500;
+
+fn account(i: u64) -> String {
+    // The last account runs on an overdraft; the others must stay >= 0.
+    if i as usize % (ACCOUNTS + 1) == ACCOUNTS {
+        "ovd".into()
+    } else {
+        format!("user/{}", i as usize % (ACCOUNTS + 1))
+    }
+}
+
+/// What one thread did: its acknowledged entries and net issuance.
+#[derive(Debug, Default)]
+struct Done {
+    entries: Vec<Entry>,
+    minted: u128,
+    burnt: u128,
+    refused: usize,
+}
+
+fn worker(l: &Embedded, t: usize, ops: usize, mut rng: u64) -> Done {
+    let mut done = Done::default();
+    for i in 0..ops {
+        let r = xorshift(&mut rng);
+        let amount = u128::from(1 + xorshift(&mut rng) % 300);
+        let from = account(xorshift(&mut rng));
+        let to = account(xorshift(&mut rng));
+        let op = match r % 100 {
+            0..8 => Op::Mint {
+                asset: "usd".into(),
+                to,
+                amount,
+            },
+            8..15 => Op::Burn {
+                asset: "usd".into(),
+                from,
+                amount,
+            },
+            15..20 if !done.entries.is_empty() => {
+                // Replay one of our own acknowledged operations.
+                let e = &done.entries[(r as usize / 100) % done.entries.len()];
+                let again = l.apply(&e.key, &e.op).unwrap();
+                assert_eq!(&again, e, "a replay changed its answer");
+                continue;
+            }
+            _ if from == to => continue,
+            _ => Op::Transfer {
+                asset: "usd".into(),
+                from,
+                to,
+                amount,
+            },
+        };
+        let key = format!("t{t}/{i}");
+        match l.apply(&key, &op) {
+            Ok(entry) => {
+                match &op {
+                    Op::Mint { amount, .. } => done.minted += amount,
+                    Op::Burn { amount, .. } => done.burnt += amount,
+                    _ => {}
+                }
+                done.entries.push(entry);
+            }
+            // Refusals are expected (funds run out); they change nothing,
+            // which the checker and the final totals verify.
+            Err(e) if matches!(e.kind(), ErrorKind::InsufficientFunds | ErrorKind::Invalid) => {
+                done.refused += 1;
+            }
+            Err(e) => panic!("thread {t} op {i}: {e}"),
+        }
+    }
+    done
+}
+
+fn run(threads: usize, ops: usize, seed: u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = Arc::new(Embedded::open(&tmp.path().join("ledger.redb")).unwrap());
+    l.open("open-ovd", "usd", "ovd", OVERDRAFT).unwrap();
+    for a in 0..ACCOUNTS as u64 {
+        l.mint(&format!("seed-{a}"), "usd", &account(a), START)
+            .unwrap();
+    }
+    let setup = 1 + ACCOUNTS as u64;
+
+    let writing = Arc::new(AtomicBool::new(true));
+    let checker = {
+        let (l, writing) = (Arc::clone(&l), Arc::clone(&writing));
+        thread::spawn(move || {
+            let mut checks = 0;
+            // At least one check, however fast the writers are.
+            loop {
+                let problems = l.check().unwrap();
+                assert!(problems.is_empty(), "mid-run: {problems:#?}");
+                checks += 1;
+                if !writing.load(Ordering::Acquire) {
+                    return checks;
+                }
+            }
+        })
+    };
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let l = Arc::clone(&l);
+            let rng = (seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
+            thread::spawn(move || worker(&l, t, ops, rng))
+        })
+        .collect();
+    let done: Vec<Done> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    writing.store(false, Ordering::Release);
+    let checks = checker.join().unwrap();
+    assert!(checks >= 1);
+
+    let problems = l.check().unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+    let mut ids: Vec<u64> = Vec::new();
+    for d in &done {
+        for e in &d.entries {
+            assert_eq!(
+                l.lookup(&e.key).unwrap().as_ref(),
+                Some(e),
+                "{} lost",
+                e.key
+            );
+            ids.push(e.id);
+        }
+    }
+    let acknowledged = ids.len() as u64;
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len() as u64,
+        acknowledged,
+        "two operations share an entry"
+    );
+    // Refusals commit nothing, so the ids run on without gaps.
+    assert_eq!(
+        ids.first().copied(),
+        (acknowledged > 0).then_some(setup + 1)
+    );
+    assert_eq!(
+        ids.last().copied(),
+        (acknowledged > 0).then_some(setup + acknowledged)
+    );
+    assert_eq!(l.entry(setup + acknowledged + 1).unwrap(), None);
+
+    let minted: u128 = done.iter().map(|d| d.minted).sum();
+    let burnt: u128 = done.iter().map(|d| d.burnt).sum();
+    let issued = START * ACCOUNTS as u128 + minted - burnt;
+    assert_eq!(l.issued("usd").unwrap(), issued);
+    let page = l.accounts("usd", None, 1000).unwrap();
+    let mut sum = WideSum::default();
+    for a in &page.rows {
+        sum.add(a.balance);
+        let floor = if a.name == "ovd" {
+            -(OVERDRAFT as i128)
+        } else {
+            0
+        };
+        assert!(a.balance >= floor, "{}: {}", a.name, a.balance);
+    }
+    assert_eq!(sum.get(), Some(issued as i128));
+    let refused: usize = done.iter().map(|d| d.refused).sum();
+    eprintln!("{threads} threads: {acknowledged} acknowledged, {refused} refused, {checks} checks");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 4,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn concurrent_operations_keep_every_invariant(
+        threads in 2usize..=8,
+        seed in any::<u64>(),
+    ) {
+        run(threads, 120, seed);
+    }
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
