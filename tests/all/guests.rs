@@ -282,3 +282,44 @@ async fn kv_bench() {
     let kvb = report.agent("kvb").unwrap();
     assert_eq!((kvb.handled, kvb.errors, kvb.faults), (2, 0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_s3() {
+    // Without `allowed_hosts` the driver's request is refused by the guard,
+    // and the client gets the typed `unreachable` answer (the `s3` tests run
+    // it against a real server).
+    logs();
+    let mut rt = Runtime::new(config(
+        r#"
+        [[agents]]
+        name = "s3"
+        module = "driver_s3.wasm"
+        serve = ["s3.>"]
+        endpoint = "http://127.0.0.1:9"
+        bucket = "b"
+        path_style = true
+        access_key_id = "AKIDEXAMPLE"
+        secret_access_key = "wJalrXUtnFEMI"
+
+        [[agents]]
+        name = "app"
+        module = "probe.wasm"
+        subscribe = ["app.cmd"]
+        publish = ["probe.result"]
+        request = ["s3.>"]
+        "#,
+    ))
+    .unwrap();
+    let rec = Recorder::new(&["probe.result"]);
+    rt.register("recorder", rec.clone()).unwrap();
+    rt.injector("test")
+        .publish("app.cmd", r#"request s3.get {"key":"k"}"#)
+        .unwrap();
+    rt.run_until(async {}).await.unwrap();
+    let out = rec.payloads("probe.result");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(
+        out[0].starts_with(r#"err:remote:{"code":"HttpRequestDenied","error":"unreachable""#),
+        "{out:?}"
+    );
+}
