@@ -201,7 +201,7 @@ fn agents(moto: &Moto, secret: &str) -> String {
         serve = ["s3.>"]
         allowed_hosts = ["http://127.0.0.1:{p}"]
         timeout_ms = 15000
-        max_payload_bytes = 4194304
+        max_payload_bytes = 8388608
         endpoint = "http://127.0.0.1:{p}"
         region = "us-east-1"
         bucket = "{BUCKET}"
@@ -216,7 +216,7 @@ fn agents(moto: &Moto, secret: &str) -> String {
         publish = ["probe.result", "probe.init"]
         request = ["s3.>"]
         timeout_ms = 30000
-        max_payload_bytes = 4194304
+        max_payload_bytes = 8388608
         "#,
         key = moto.key,
     )
@@ -344,6 +344,78 @@ async fn objects_round_trip_with_checksums_and_are_copied_and_deleted() {
     assert_eq!(gone["error"], "no-such-key", "{gone}");
     let bad = remote(&call(&run, "s3.get", 0, "not json").await.unwrap_err());
     assert_eq!(bad["error"], "invalid", "{bad}");
+    let report = run.stop().await;
+    assert!(report.agents.iter().all(|a| a.faults == 0), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_sized_object_goes_up_in_parts_and_comes_back_in_ranges() {
+    use serde_json::json;
+    let moto = moto().await;
+    let run = start(&agents(&moto, &moto.secret));
+    let key = "big/six-mib";
+    let (created, _, _) = call(
+        &run,
+        "s3.multipart_create",
+        0,
+        &json!({"key": key}).to_string(),
+    )
+    .await
+    .unwrap();
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    // S3's smallest part but the last is 5 MiB: 6 MiB is two payloads.
+    let sizes = [5usize << 20, 1 << 20];
+    let mut parts = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let h = json!({"key": key, "upload_id": id, "part_number": i + 1});
+        let (part, _, _) = call(&run, "s3.multipart_part", *size, &h.to_string())
+            .await
+            .unwrap();
+        parts.push(json!({"part_number": i + 1, "etag": part["etag"]}));
+    }
+    let h = json!({"key": key, "upload_id": id, "parts": parts});
+    let (done, _, _) = call(&run, "s3.multipart_complete", 0, &h.to_string())
+        .await
+        .unwrap();
+    assert!(done["etag"].as_str().unwrap().ends_with("-2"), "{done}");
+    let (meta, _, _) = call(&run, "s3.head", 0, &json!({"key": key}).to_string())
+        .await
+        .unwrap();
+    assert_eq!(meta["size"], 6 << 20, "{meta}");
+    // Back in two ranges, each one payload: part one's bytes, then part two's.
+    let mut first = 0u64;
+    for size in sizes {
+        let last = first + size as u64 - 1;
+        let h = json!({"key": key, "range": [first, last]});
+        let (got, len, sum) = call(&run, "s3.get", 0, &h.to_string()).await.unwrap();
+        assert_eq!((len, sum), (size, fnv(&pattern(size))), "{got}");
+        assert_eq!(got["size"], 6 << 20, "the whole object's size: {got}");
+        first = last + 1;
+    }
+    // An aborted upload is gone.
+    let (other, _, _) = call(&run, "s3.multipart_create", 0, r#"{"key":"big/aborted"}"#)
+        .await
+        .unwrap();
+    let id = other["upload_id"].as_str().unwrap();
+    let h = json!({"key": "big/aborted", "upload_id": id});
+    call(&run, "s3.multipart_abort", 0, &h.to_string())
+        .await
+        .unwrap();
+    let h = json!({"key": "big/aborted", "upload_id": id, "part_number": 1});
+    let err = remote(
+        &call(&run, "s3.multipart_part", 10, &h.to_string())
+            .await
+            .unwrap_err(),
+    );
+    // (moto answers a part for an aborted upload with a bare 500; S3 says
+    // `NoSuchUpload`, which the driver maps to `no-such-upload`.)
+    assert!(err["status"].as_u64().unwrap() >= 400, "{err}");
+    let err = remote(
+        &call(&run, "s3.head", 0, r#"{"key":"big/aborted"}"#)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err["error"], "no-such-key", "{err}");
     let report = run.stop().await;
     assert!(report.agents.iter().all(|a| a.faults == 0), "{report:?}");
 }
