@@ -308,8 +308,12 @@ async fn objects_round_trip_with_checksums_and_are_copied_and_deleted() {
         assert_eq!((len, sum), (size, fnv(&pattern(size))), "{key}: {got}");
         assert_eq!(got["content_type"], "application/octet-stream");
     }
-    // The ETag of a single-part upload is the content's MD5 (as S3's):
-    // moto computed it from the bytes it received.
+    // The ETag of a single-part upload is the MD5 of the bytes the server
+    // received: for the empty object, the MD5 of nothing.
+    let (empty, _, _) = call(&run, "s3.head", 0, r#"{"key":"empty"}"#)
+        .await
+        .unwrap();
+    assert_eq!(empty["etag"], "d41d8cd98f00b204e9800998ecf8427e", "{empty}");
     let (copy, _, _) = call(
         &run,
         "s3.copy",
@@ -575,4 +579,26 @@ async fn the_client_never_holds_the_key() {
         "{init}"
     );
     run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_does_not_answer_is_a_typed_answer() {
+    // An allowed loopback port nobody listens on: no moto needed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed = Moto {
+        child: Command::new("true").spawn().unwrap(),
+        port,
+        key: "AKIDEXAMPLE".into(),
+        secret: "secret".into(),
+    };
+    let run = start(&agents(&closed, "secret"));
+    let err = remote(&call(&run, "s3.get", 0, r#"{"key":"k"}"#).await.unwrap_err());
+    assert_eq!(err["error"], "unreachable", "{err}");
+    assert_eq!(err["code"], "ConnectionRefused", "{err}");
+    let report = run.stop().await;
+    assert!(report.agents.iter().all(|a| a.faults == 0), "{report:?}");
 }
