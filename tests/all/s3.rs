@@ -57,9 +57,15 @@ sig = auth.signature(auth.string_to_sign(req, auth.canonical_request(req)), req)
 print("match" if sig == given else "mismatch " + sig)
 "#;
 
-/// A `moto_server` child on a free loopback port, killed on drop.
+/// One moto at a time: its start is a second of Python on the shared
+/// cores, and eight at once starve the suite's deadline-sensitive tests.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A `moto_server` child on a free loopback port, killed on drop (then the
+/// next test's may start).
 struct Moto {
     child: Child,
+    _serial: std::sync::MutexGuard<'static, ()>,
     port: u16,
     key: String,
     secret: String,
@@ -129,6 +135,7 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 
 /// Start moto and wait (polling, no fixed sleep) until it answers HTTP.
 async fn moto() -> Moto {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -148,6 +155,7 @@ async fn moto() -> Moto {
         });
     let mut moto = Moto {
         child,
+        _serial: serial,
         port,
         key: String::new(),
         secret: String::new(),
@@ -186,10 +194,9 @@ async fn moto() -> Moto {
     moto
 }
 
-/// The driver `s3` (with `secret` as its secret key) and the client `app`,
-/// which may only request `s3.>`.
-fn agents(moto: &Moto, secret: &str) -> String {
-    let p = moto.port;
+/// The driver `s3` for the server on port `p` (with `key` and `secret` as
+/// its credentials) and the client `app`, which may only request `s3.>`.
+fn agents(p: u16, key: &str, secret: &str) -> String {
     format!(
         r#"
         [http]
@@ -218,7 +225,6 @@ fn agents(moto: &Moto, secret: &str) -> String {
         timeout_ms = 30000
         max_payload_bytes = 8388608
         "#,
-        key = moto.key,
     )
 }
 
@@ -294,7 +300,7 @@ fn remote(err: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_round_trip_with_checksums_and_are_copied_and_deleted() {
     let moto = moto().await;
-    let run = start(&agents(&moto, &moto.secret));
+    let run = start(&agents(moto.port, &moto.key, &moto.secret));
     for (key, size) in [("empty", 0usize), ("blob/one-mib", 1 << 20)] {
         let (put, _, _) = call(&run, "s3.put", size, &format!(r#"{{"key":"{key}"}}"#))
             .await
@@ -356,7 +362,7 @@ async fn objects_round_trip_with_checksums_and_are_copied_and_deleted() {
 async fn a_multipart_sized_object_goes_up_in_parts_and_comes_back_in_ranges() {
     use serde_json::json;
     let moto = moto().await;
-    let run = start(&agents(&moto, &moto.secret));
+    let run = start(&agents(moto.port, &moto.key, &moto.secret));
     let key = "big/six-mib";
     let (created, _, _) = call(
         &run,
@@ -427,7 +433,7 @@ async fn a_multipart_sized_object_goes_up_in_parts_and_comes_back_in_ranges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_through_a_prefix_with_continuation_tokens() {
     let moto = moto().await;
-    let run = start(&agents(&moto, &moto.secret));
+    let run = start(&agents(moto.port, &moto.key, &moto.secret));
     let mut want = Vec::new();
     for i in 0..5 {
         let key = format!("list-k{i}");
@@ -473,7 +479,7 @@ async fn list_pages_through_a_prefix_with_continuation_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presigned_urls_are_valid_sigv4_and_fetch_with_a_plain_client() {
     let moto = moto().await;
-    let run = start(&agents(&moto, &moto.secret));
+    let run = start(&agents(moto.port, &moto.key, &moto.secret));
     call(&run, "s3.put", 70_000, r#"{"key":"shared/report.bin"}"#)
         .await
         .unwrap();
@@ -529,7 +535,7 @@ async fn presigned_urls_are_valid_sigv4_and_fetch_with_a_plain_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_secret_key_is_rejected_by_the_server() {
     let moto = moto().await;
-    let run = start(&agents(&moto, "wrong-secret-key"));
+    let run = start(&agents(moto.port, &moto.key, "wrong-secret-key"));
     let err = remote(
         &call(&run, "s3.put", 5, r#"{"key":"nope"}"#)
             .await
@@ -543,7 +549,7 @@ async fn a_wrong_secret_key_is_rejected_by_the_server() {
     let report = run.stop().await;
     assert!(report.agents.iter().all(|a| a.faults == 0), "{report:?}");
     // The object was not written: the right key sees an empty bucket.
-    let run = start(&agents(&moto, &moto.secret));
+    let run = start(&agents(moto.port, &moto.key, &moto.secret));
     let (all, _, _) = call(&run, "s3.list", 0, "{}").await.unwrap();
     assert_eq!(all["keys"], serde_json::json!([]), "{all}");
     run.stop().await;
@@ -552,7 +558,7 @@ async fn a_wrong_secret_key_is_rejected_by_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_never_holds_the_key() {
     let moto = moto().await;
-    let toml = agents(&moto, &moto.secret);
+    let toml = agents(moto.port, &moto.key, &moto.secret);
     // Only the driver's table names the key, and the client has no secrets
     // grant.
     let cfg = config(&toml);
@@ -589,16 +595,70 @@ async fn an_endpoint_that_does_not_answer_is_a_typed_answer() {
         .local_addr()
         .unwrap()
         .port();
-    let closed = Moto {
-        child: Command::new("true").spawn().unwrap(),
-        port,
-        key: "AKIDEXAMPLE".into(),
-        secret: "secret".into(),
-    };
-    let run = start(&agents(&closed, "secret"));
+    let run = start(&agents(port, "AKIDEXAMPLE", "secret"));
     let err = remote(&call(&run, "s3.get", 0, r#"{"key":"k"}"#).await.unwrap_err());
     assert_eq!(err["error"], "unreachable", "{err}");
     assert_eq!(err["code"], "ConnectionRefused", "{err}");
     let report = run.stop().await;
     assert!(report.agents.iter().all(|a| a.faults == 0), "{report:?}");
+}
+
+/// A loopback stand-in for S3 answering every request with `status` and an
+/// S3 `<Error>` of `code` (what moto cannot be made to say on demand).
+async fn failing_server(status: u16, code: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut seen = 0;
+                while !buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[seen..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen += n,
+                    }
+                }
+                let body = format!(
+                    "<?xml version=\"1.0\"?><Error><Code>{code}</Code>\
+                     <Message>stand-in</Message></Error>"
+                );
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/xml\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_typed_answers() {
+    for (status, code, want) in [
+        (403, "AccessDenied", "access-denied"),
+        (503, "SlowDown", "throttled"),
+        (429, "TooManyRequests", "throttled"),
+        (404, "NoSuchBucket", "no-such-bucket"),
+        (403, "InvalidAccessKeyId", "invalid-access-key"),
+        (500, "InternalError", "other"),
+    ] {
+        let port = failing_server(status, code).await;
+        let run = start(&agents(port, "AKIDEXAMPLE", "secret"));
+        let err = remote(&call(&run, "s3.get", 0, r#"{"key":"k"}"#).await.unwrap_err());
+        assert_eq!(
+            (
+                err["error"].as_str(),
+                err["status"].as_u64(),
+                err["code"].as_str()
+            ),
+            (Some(want), Some(u64::from(status)), Some(code)),
+            "{err}"
+        );
+        let report = run.stop().await;
+        assert!(report.agents.iter().all(|a| a.faults == 0), "{report:?}");
+    }
 }
