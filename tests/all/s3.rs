@@ -588,17 +588,31 @@ async fn the_client_never_holds_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_endpoint_that_does_not_answer_is_a_typed_answer() {
+async fn an_endpoint_that_does_not_answer_and_the_hosts_rate_limit_are_typed_answers() {
     // An allowed loopback port nobody listens on: no moto needed.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let run = start(&agents(port, "AKIDEXAMPLE", "secret"));
+    // One request a second: the host's own limit answers the next ones.
+    let toml = agents(port, "AKIDEXAMPLE", "secret").replace(
+        "timeout_ms = 15000",
+        "timeout_ms = 15000\nhttp_requests_per_sec = 1",
+    );
+    let run = start(&toml);
     let err = remote(&call(&run, "s3.get", 0, r#"{"key":"k"}"#).await.unwrap_err());
     assert_eq!(err["error"], "unreachable", "{err}");
     assert_eq!(err["code"], "ConnectionRefused", "{err}");
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let err = remote(&call(&run, "s3.get", 0, r#"{"key":"k"}"#).await.unwrap_err());
+        answers.push((err["error"].clone(), err["code"].clone()));
+    }
+    assert!(
+        answers.contains(&("throttled".into(), "ConnectionLimitReached".into())),
+        "{answers:?}"
+    );
     let report = run.stop().await;
     assert!(report.agents.iter().all(|a| a.faults == 0), "{report:?}");
 }

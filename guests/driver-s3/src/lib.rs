@@ -45,7 +45,9 @@
 //! `error` is one of `no-such-key`, `no-such-bucket`, `no-such-upload`,
 //! `access-denied`,
 //! `bad-signature` (the secret key is wrong), `invalid-access-key`,
-//! `throttled` (503 `SlowDown`, 429), `unreachable` (the HTTP request itself
+//! `throttled` (503 `SlowDown`, 429, or the host's `ConnectionLimitReached`:
+//! the driver's `http_requests_per_sec`, 50 by default, or
+//! `http_max_concurrent`), `unreachable` (the HTTP request itself
 //! failed: refused by the host's guard, connection refused, timeout; `code`
 //! is the `wasi:http` error code), `invalid` (a malformed request payload or
 //! config) or `other`; `status` is the HTTP status (0 when there was none)
@@ -123,7 +125,13 @@ impl Failure {
 
     fn unreachable(code: String) -> Self {
         Failure {
-            error: "unreachable",
+            // The host's own rate or concurrency limit (`http_requests_per_sec`,
+            // `http_max_concurrent`): retrying later may succeed.
+            error: if code == "ConnectionLimitReached" {
+                "throttled"
+            } else {
+                "unreachable"
+            },
             status: 0,
             message: format!("the HTTP request failed: {code}"),
             code,
