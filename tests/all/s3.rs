@@ -553,6 +553,11 @@ async fn a_wrong_secret_key_is_rejected_by_the_server() {
     let (all, _, _) = call(&run, "s3.list", 0, "{}").await.unwrap();
     assert_eq!(all["keys"], serde_json::json!([]), "{all}");
     run.stop().await;
+    // A key id the server does not know is its own answer.
+    let run = start(&agents(moto.port, "AKIAUNKNOWNKEY000000", &moto.secret));
+    let err = remote(&call(&run, "s3.list", 0, "{}").await.unwrap_err());
+    assert_eq!(err["error"], "invalid-access-key", "{err}");
+    run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -585,6 +590,10 @@ async fn the_client_never_holds_the_key() {
         "{init}"
     );
     run.stop().await;
+    // Nor does the log: the host logs requests and HTTP calls, never their
+    // bodies or headers.
+    let logged = toka_tests::captured_logs();
+    assert!(!logged.contains(&moto.secret), "the secret is never logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
