@@ -685,3 +685,28 @@ async fn server_errors_are_typed_answers() {
         assert!(report.agents.iter().all(|a| a.faults == 0), "{report:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_need_percent_encoding_round_trip() {
+    // `+`, `;`, `%`, `&`, `=` and non-ASCII keys are left out: moto
+    // recomputes signatures over the decoded path and rejects them, for
+    // boto3 (checked for `+`, `;`, `ünï`) as for the driver.
+    let moto = moto().await;
+    let run = start(&agents(moto.port, &moto.key, &moto.secret));
+    for key in ["a b", "what?x", "tilde~_.-", "deep/er/key"] {
+        let h = serde_json::json!({"key": key}).to_string();
+        call(&run, "s3.put", 7, &h).await.unwrap();
+        let (_, len, sum) = call(&run, "s3.get", 0, &h).await.unwrap();
+        assert_eq!((len, sum), (7, fnv(&pattern(7))), "{key}");
+    }
+    let (all, _, _) = call(&run, "s3.list", 0, "{}").await.unwrap();
+    let mut keys: Vec<&str> = all["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].as_str().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["a b", "deep/er/key", "tilde~_.-", "what?x"]);
+    run.stop().await;
+}
