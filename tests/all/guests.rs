@@ -211,7 +211,9 @@ async fn sink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_client() {
     // The `wasi:http` guest loads without a grant, and its request is a
-    // denial value (the `http` tests cover granted use).
+    // denial value (the `http` tests cover granted use). 5 s per call, not
+    // the default 1 s: the suite shares two cores with module compiles and
+    // the `s3` tests' moto server, and a starved first call must not fault.
     logs();
     let mut rt = Runtime::new(config(
         r#"
@@ -219,6 +221,7 @@ async fn http_client() {
         name = "http_client"
         subscribe = ["h.cmd"]
         publish = ["http.result"]
+        timeout_ms = 5000
         "#,
     ))
     .unwrap();
