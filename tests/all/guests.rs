@@ -211,7 +211,9 @@ async fn sink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_client() {
     // The `wasi:http` guest loads without a grant, and its request is a
-    // denial value (the `http` tests cover granted use).
+    // denial value (the `http` tests cover granted use). 5 s per call, not
+    // the default 1 s: the suite shares two cores with module compiles and
+    // the `s3` tests' moto server, and a starved first call must not fault.
     logs();
     let mut rt = Runtime::new(config(
         r#"
@@ -219,6 +221,7 @@ async fn http_client() {
         name = "http_client"
         subscribe = ["h.cmd"]
         publish = ["http.result"]
+        timeout_ms = 5000
         "#,
     ))
     .unwrap();
@@ -347,4 +350,45 @@ async fn http_webhook() {
     assert_eq!(rec.wait_kind("webhook.received", 1).await, [""]);
     stop.shutdown();
     run.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_s3() {
+    // Without `allowed_hosts` the driver's request is refused by the guard,
+    // and the client gets the typed `unreachable` answer (the `s3` tests run
+    // it against a real server).
+    logs();
+    let mut rt = Runtime::new(config(
+        r#"
+        [[agents]]
+        name = "s3"
+        module = "driver_s3.wasm"
+        serve = ["s3.>"]
+        endpoint = "http://127.0.0.1:9"
+        bucket = "b"
+        path_style = true
+        access_key_id = "AKIDEXAMPLE"
+        secret_access_key = "wJalrXUtnFEMI"
+
+        [[agents]]
+        name = "app"
+        module = "probe.wasm"
+        subscribe = ["app.cmd"]
+        publish = ["probe.result"]
+        request = ["s3.>"]
+        "#,
+    ))
+    .unwrap();
+    let rec = Recorder::new(&["probe.result"]);
+    rt.register("recorder", rec.clone()).unwrap();
+    rt.injector("test")
+        .publish("app.cmd", r#"request s3.get {"key":"k"}"#)
+        .unwrap();
+    rt.run_until(async {}).await.unwrap();
+    let out = rec.payloads("probe.result");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(
+        out[0].starts_with(r#"err:remote:{"code":"HttpRequestDenied","error":"unreachable""#),
+        "{out:?}"
+    );
 }

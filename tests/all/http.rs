@@ -500,7 +500,7 @@ async fn credentials_are_injected_and_never_logged() {
 /// A loopback listener that never accepts, its accept queue filled: a new
 /// connection's SYN is dropped and its connect hangs (Linux drops SYNs to
 /// a full queue by default), which is how an unreachable server looks.
-async fn blackhole() -> (tokio::net::TcpListener, Vec<TcpStream>, u16) {
+async fn blackhole() -> (TcpListener, Vec<TcpStream>, u16) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(1).unwrap();

@@ -23,6 +23,8 @@
 //! - `modules`: malformed modules are refused with a precise reason;
 //! - `requests`: request/reply between components: grants, routing,
 //!   failure answers, loops, bounds, no deadlock;
+//! - `s3`: the S3 driver guest against a real `moto_server` with
+//!   signature checking on;
 //! - `seam`: what the capability list derives reaches `inspect` and `check`.
 
 mod bus;
@@ -40,4 +42,5 @@ mod http_inbound;
 mod kv;
 mod modules;
 mod requests;
+mod s3;
 mod seam;

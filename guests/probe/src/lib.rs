@@ -18,7 +18,10 @@
 //!   `fail TEXT`, `fail-size BYTES`, `publish-kind-size BYTES`.
 //! - Requests: `request KIND TEXT` (reply or error as the result),
 //!   `request-timeout KIND MS TEXT`, `request-size KIND BYTES`,
-//!   `request-loop N KIND` (N requests of 64 bytes, `:N` when all replied).
+//!   `request-loop N KIND` (N requests of 64 bytes, `:N` when all replied),
+//!   `request-body KIND SIZE HEADER` (payload `HEADER\n` then SIZE bytes of
+//!   [`pattern`]; the result is `:LINE|len=N|fnv=HEX`: the reply's first
+//!   line, then the length and FNV-1a 64 of the bytes after it).
 //! - It is a server too (world `service`): `serve` echoes the payload, except
 //!   `who` (replies `kind|source|deadline_ms`) and `cmd:COMMAND` (runs the
 //!   command and replies with its outcome; an `err:` outcome is returned as
@@ -86,6 +89,18 @@ fn ask(kind: &str, payload: &[u8], timeout_ms: u32) -> Result<String, String> {
     request(kind, payload, timeout_ms)
         .map(|reply| format!(":{}", String::from_utf8_lossy(&reply)))
         .map_err(|e| describe_request(&e))
+}
+
+/// Byte `i` of the bodies `request-body` sends.
+pub fn pattern(i: usize) -> u8 {
+    (i % 251) as u8 ^ (i >> 12) as u8
+}
+
+/// FNV-1a 64 of `bytes`.
+pub fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn report(outcome: Result<String, String>) {
@@ -222,6 +237,24 @@ fn run(command: &str) -> Result<String, String> {
         "request-size" => {
             let n: usize = rest.parse().map_err(|_| "bad size".to_string())?;
             ask(arg1, &vec![b'r'; n], 10_000)
+        }
+        "request-body" => {
+            let (size, head) = rest.split_once(' ').unwrap_or((rest, ""));
+            let n: usize = size.parse().map_err(|_| "bad size".to_string())?;
+            let mut payload = head.as_bytes().to_vec();
+            payload.push(b'\n');
+            payload.extend((0..n).map(pattern));
+            let reply = request(arg1, &payload, 20_000).map_err(|e| describe_request(&e))?;
+            let (line, body) = match reply.iter().position(|&b| b == b'\n') {
+                Some(i) => (&reply[..i], &reply[i + 1..]),
+                None => (&reply[..], &[][..]),
+            };
+            Ok(format!(
+                ":{}|len={}|fnv={:016x}",
+                String::from_utf8_lossy(line),
+                body.len(),
+                fnv(body)
+            ))
         }
         "request-loop" => {
             let n: u64 = arg1.parse().map_err(|_| "bad count".to_string())?;

@@ -45,6 +45,36 @@ const KEYVALUE_WIT: [(&str, &str); 5] = [
     ),
 ];
 
+/// `wasi:http@0.2.12` and its WASI dependencies, vendored for the
+/// `http-agent` world (the Toka package names them, so they must resolve).
+const WASI_WIT: [(&str, &str); 7] = [
+    (
+        "wit/deps/cli.wit",
+        include_str!("../../../wit/deps/cli.wit"),
+    ),
+    (
+        "wit/deps/clocks.wit",
+        include_str!("../../../wit/deps/clocks.wit"),
+    ),
+    (
+        "wit/deps/filesystem.wit",
+        include_str!("../../../wit/deps/filesystem.wit"),
+    ),
+    (
+        "wit/deps/http.wit",
+        include_str!("../../../wit/deps/http.wit"),
+    ),
+    ("wit/deps/io.wit", include_str!("../../../wit/deps/io.wit")),
+    (
+        "wit/deps/random.wit",
+        include_str!("../../../wit/deps/random.wit"),
+    ),
+    (
+        "wit/deps/sockets.wit",
+        include_str!("../../../wit/deps/sockets.wit"),
+    ),
+];
+
 /// Longest accepted agent name, in characters. Mirrors the runtime's own
 /// limit on `[[agents]] name`, so the generated `toka.toml` always loads.
 const MAX_NAME_LEN: usize = 64;
@@ -368,6 +398,7 @@ pub fn new_agent(parent: &Path, name: &str) -> anyhow::Result<PathBuf> {
         (".gitignore", GITIGNORE.to_owned()),
     ];
     files.extend(KEYVALUE_WIT.map(|(path, text)| (path, text.to_owned())));
+    files.extend(WASI_WIT.map(|(path, text)| (path, text.to_owned())));
     for (relative, contents) in files {
         let path = dir.join(relative);
         if let Some(sub) = path.parent() {

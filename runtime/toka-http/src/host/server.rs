@@ -272,6 +272,12 @@ async fn serve(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // Logged for the operator, marked as the client's claim: nothing is
+    // built from it.
+    let untrusted_host = req
+        .headers()
+        .get(http::header::HOST)
+        .map(|h| clip(&String::from_utf8_lossy(h.as_bytes()), 256).to_owned());
     let response = route(&shared, req).await;
     let (agent, status) = match &response {
         (Some(i), r) => (shared.inbound.routes[*i].agent.as_str(), r.status()),
@@ -282,6 +288,7 @@ async fn serve(
         agent,
         %method,
         path = clip(&path, 256),
+        untrusted_host = untrusted_host.as_deref().unwrap_or(""),
         status = status.as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64,
         "http request served"
