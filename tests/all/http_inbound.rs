@@ -414,29 +414,31 @@ module = "http_hello.wasm"
     assert!(err.contains("set `listen`"), "{err}");
 }
 
+/// The one agent of `toml` that failed to load, and why.
+fn the_failure(toml: &str) -> String {
+    let rt = toka_runtime::Runtime::new(toka_tests::config(toml)).unwrap();
+    let failed = rt.plan().failed;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    failed[0].1.reason.clone()
+}
+
 #[test]
 fn module_world_mismatches_are_named() {
     logs();
     // A proxy-only component as an event agent.
-    let rt = toka_runtime::Runtime::new(toka_tests::config(
+    let why = the_failure(
         r#"
 [[agents]]
 name = "Hello"
 module = "http_hello.wasm"
 "#,
-    ))
-    .unwrap();
-    let failed = rt.plan().failed;
-    assert_eq!(failed.len(), 1, "{failed:?}");
+    );
     assert!(
-        failed[0]
-            .1
-            .reason
-            .contains("exports only `wasi:http/incoming-handler`"),
-        "{failed:?}"
+        why.contains("exports only `wasi:http/incoming-handler`"),
+        "{why}"
     );
     // An event agent routed.
-    let rt = toka_runtime::Runtime::new(toka_tests::config(
+    let why = the_failure(
         r#"
 [http]
 listen = "127.0.0.1:0"
@@ -447,16 +449,10 @@ agent = "Sink"
 name = "Sink"
 module = "sink.wasm"
 "#,
-    ))
-    .unwrap();
-    let failed = rt.plan().failed;
-    assert_eq!(failed.len(), 1, "{failed:?}");
+    );
     assert!(
-        failed[0]
-            .1
-            .reason
-            .contains("does not export `wasi:http/incoming-handler"),
-        "{failed:?}"
+        why.contains("does not export `wasi:http/incoming-handler"),
+        "{why}"
     );
 }
 

@@ -231,7 +231,8 @@ impl Hooks {
     }
 }
 
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+/// The `content-length` a head declares, if it is one number.
+pub(crate) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(http::header::CONTENT_LENGTH)?
         .to_str()

@@ -37,6 +37,7 @@ use tokio::sync::{Semaphore, oneshot};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use super::guard::content_length;
 use super::routes::{Inbound, MAX_HEAD_BYTES};
 
 /// Where the guest's answer goes: the sender a `response-outparam` wraps.
@@ -253,15 +254,6 @@ fn clip(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 async fn serve(
