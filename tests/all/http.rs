@@ -545,3 +545,77 @@ async fn a_server_that_never_answers_the_connect_is_a_connection_timeout() {
     assert!(run.rec.payloads("toka.dead-letter").is_empty());
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_resolve_into_blocked_ranges_are_refused() {
+    let srv = server().await;
+    let p = srv.port;
+    // `[http] resolve` pins names the way DNS would answer them (a name
+    // the operator or an attacker points anywhere); the pinned addresses
+    // pass the same check as looked-up ones.
+    let blocked = [
+        ("ten.test", "10.0.0.1"),
+        ("rfc1918b.test", "172.16.0.1"),
+        ("rfc1918c.test", "192.168.1.1"),
+        ("metadata.test", "169.254.169.254"),
+        ("cgnat.test", "100.64.0.1"),
+        ("zero.test", "0.0.0.0"),
+        ("loop.test", "127.0.0.2"),
+        ("multicast.test", "224.0.0.1"),
+        ("reserved.test", "240.0.0.1"),
+        ("v6loop.test", "::1"),
+        ("ula.test", "fd00:ec2::254"),
+        ("linklocal.test", "fe80::1"),
+        ("sitelocal.test", "fec0::1"),
+        ("mapped.test", "::ffff:169.254.169.254"),
+        ("nat64.test", "64:ff9b::a9fe:a9fe"),
+        ("sixtofour.test", "2002:a9fe:a9fe::1"),
+    ];
+    let mut pins: Vec<String> = blocked
+        .iter()
+        .map(|(name, ip)| format!("\"{name}\" = [\"{ip}\"]"))
+        .collect();
+    // One name with an allowed address and a blocked one: one blocked is
+    // enough (the allowed one is the loopback server, so nothing else is
+    // ever connected to, even if the check failed).
+    pins.push("\"mixed.test\" = [\"127.0.0.1\", \"10.0.0.1\"]".into());
+    // And a name pinned to the loopback server, excepted by allow_private.
+    pins.push("\"ok.test\" = [\"127.0.0.1\"]".into());
+    let head = format!(
+        "[http]\nallow_private = [\"127.0.0.1/32\"]\nresolve = {{ {} }}\n",
+        pins.join(", ")
+    );
+    let run = start(&head, &agent("open", "allowed_hosts = [\"*://*:*\"]"));
+    for (name, ip) in blocked.iter().copied().chain([("mixed.test", "mixed")]) {
+        assert_eq!(
+            ask(&run, "open", &format!("get http {name}:{p} /hello")).await,
+            "err:DestinationIpProhibited",
+            "{name} -> {ip}"
+        );
+    }
+    assert!(
+        ask(&run, "open", &format!("get http ok.test:{p} /hello"))
+            .await
+            .starts_with("ok status=200"),
+        "a pinned name reaches an allowed address"
+    );
+    run.stop().await;
+}
+
+#[test]
+fn pins_are_checked_in_config() {
+    for (resolve, why) in [
+        (r#"{ "10.0.0.1" = ["10.0.0.1"] }"#, "pin a name"),
+        (r#"{ "a.test" = ["not-an-ip"] }"#, "not an IP address"),
+        (r#"{ "a.test" = [] }"#, "addresses"),
+    ] {
+        let config = toka_tests::config(&format!(
+            "[http]\nresolve = {resolve}\n[[agents]]\nname = \"c\"\nmodule = \"http_client.wasm\"\nallowed_hosts = [\"http://a.test\"]\n"
+        ));
+        let err = toka_runtime::Runtime::new(config).unwrap_err().to_string();
+        assert!(
+            err.contains(why) && err.contains("http.resolve"),
+            "{resolve}: {err}"
+        );
+    }
+}

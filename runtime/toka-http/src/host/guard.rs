@@ -389,7 +389,13 @@ async fn transport(
 
     let addrs = match &target.host {
         Host::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
-        Host::Name(name) => resolve(name, target.port, connect_timeout).await?,
+        Host::Name(name) => match inner.pins.get(name) {
+            Some(pinned) => pinned
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, target.port))
+                .collect(),
+            None => resolve(name, target.port, connect_timeout).await?,
+        },
     };
     for addr in &addrs {
         if let Err(blocked) = inner.policy.check(addr.ip()) {

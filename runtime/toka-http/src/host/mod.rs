@@ -127,7 +127,46 @@ pub struct HttpGrant {
 /// agent has credentials, the secret store.
 pub struct Http {
     policy: Arc<AddressPolicy>,
+    pins: Arc<Pins>,
     secrets: Option<Arc<toka_secrets::SecretStore>>,
+}
+
+/// `[http] resolve`: names the operator pins to addresses, used instead of
+/// a lookup (like curl's `--resolve`). The pinned addresses pass the same
+/// range check as looked-up ones: a pin never opens a blocked range.
+pub type Pins = std::collections::HashMap<String, Vec<std::net::IpAddr>>;
+
+/// Most names `[http] resolve` may pin, and addresses per name.
+pub const MAX_PINS: usize = 1024;
+
+fn parse_pins(s: &toka_core::config::Section<'_>) -> Result<Pins, ConfigError> {
+    let mut pins = Pins::new();
+    let Some(table) = s.get_table("resolve")? else {
+        return Ok(pins);
+    };
+    for name in table.keys() {
+        if pins.len() == MAX_PINS {
+            return Err(s.invalid("resolve", format!("more than {MAX_PINS} names")));
+        }
+        let host = crate::target::parse_host(name)
+            .map_err(|e| table.invalid(name, format!("`{name}`: {e}")))?;
+        let crate::Host::Name(host) = host else {
+            return Err(table.invalid(name, format!("`{name}` is an address: pin a name")));
+        };
+        let addrs = table.get_strings(name)?.unwrap_or_default();
+        if addrs.is_empty() || addrs.len() > MAX_PINS {
+            return Err(table.invalid(name, format!("1 to {MAX_PINS} addresses")));
+        }
+        let addrs = addrs
+            .iter()
+            .map(|a| {
+                a.parse::<std::net::IpAddr>()
+                    .map_err(|_| table.invalid(name, format!("`{a}` is not an IP address")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        pins.insert(host, addrs);
+    }
+    Ok(pins)
 }
 
 impl std::fmt::Debug for Http {
@@ -276,16 +315,17 @@ impl Capability for Http {
         granted: &[(&AgentConfig, &HttpGrant)],
         cx: &mut OpenCx,
     ) -> Result<Self, CapError> {
-        let policy = match config.section(SECTION) {
-            None => AddressPolicy::new(),
+        let (policy, pins) = match config.section(SECTION) {
+            None => (AddressPolicy::new(), Pins::new()),
             Some(s) => {
                 let shared = |e: ConfigError| CapError::shared(e.to_string());
                 let nets = s
                     .get_strings("allow_private")
                     .map_err(shared)?
                     .unwrap_or_default();
-                AddressPolicy::parse(&nets)
-                    .map_err(|e| shared(s.invalid("allow_private", e.to_string())))?
+                let policy = AddressPolicy::parse(&nets)
+                    .map_err(|e| shared(s.invalid("allow_private", e.to_string())))?;
+                (policy, parse_pins(&s).map_err(shared)?)
             }
         };
         let secrets = if granted.iter().any(|(_, g)| !g.credentials.is_empty()) {
@@ -295,6 +335,7 @@ impl Capability for Http {
         };
         Ok(Http {
             policy: Arc::new(policy),
+            pins: Arc::new(pins),
             secrets,
         })
     }
@@ -349,6 +390,7 @@ impl Capability for Http {
                 credentials,
                 limits: grant.limits,
                 policy: self.policy.clone(),
+                pins: self.pins.clone(),
                 in_flight: AtomicUsize::new(0),
                 rate: Mutex::new(guard::Bucket::new(grant.limits.requests_per_sec)),
                 counters: Counters::default(),
@@ -430,6 +472,7 @@ pub(crate) struct AgentInner {
     pub(crate) credentials: Vec<guard::Injected>,
     pub(crate) limits: Limits,
     pub(crate) policy: Arc<AddressPolicy>,
+    pub(crate) pins: Arc<Pins>,
     /// Requests in flight (response bodies still open included).
     pub(crate) in_flight: AtomicUsize,
     pub(crate) rate: Mutex<guard::Bucket>,

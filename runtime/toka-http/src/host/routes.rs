@@ -33,6 +33,7 @@ use toka_core::{ConfigError, RuntimeConfig};
 /// The keys of `[http]` (outbound's `allow_private` included).
 pub const SECTION_KEYS: &[&str] = &[
     "allow_private",
+    "resolve",
     "listen",
     "max_body_bytes",
     "max_headers",
