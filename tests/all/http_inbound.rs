@@ -129,6 +129,42 @@ async fn send(addr: SocketAddr, raw: &[u8]) -> Reply {
     parse(&buf)
 }
 
+/// Whether `buf` holds one whole response (chunked or with a length).
+fn complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    if head.contains("transfer-encoding: chunked") {
+        return buf.ends_with(b"0\r\n\r\n");
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    buf.len() >= end + 4 + length
+}
+
+/// Read one whole response from a keep-alive connection.
+async fn read_one(s: &mut TcpStream) -> Reply {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    while !complete(&buf) {
+        let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
+            .await
+            .expect("a reply within the wait")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    parse(&buf)
+}
+
 fn parse(buf: &[u8]) -> Reply {
     let end = buf
         .windows(4)
@@ -182,12 +218,7 @@ async fn a_wstd_proxy_component_serves_its_route_unchanged() {
         s.write_all(b"GET /hello HTTP/1.1\r\nhost: a\r\n\r\n")
             .await
             .unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        let reply = parse(&buf[..n]);
+        let reply = read_one(&mut s).await;
         assert_eq!(reply.status, 200, "{}", reply.head);
     }
     served.stop().await;
@@ -356,6 +387,62 @@ async fn slow_clients_are_cut_off_and_header_floods_refused() {
     assert_eq!(send(served.addr, raw.as_bytes()).await.status, 431);
     // Healthy clients are still served.
     assert_eq!(get(served.addr, "/hook/ok").await.status, 200);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_are_closed() {
+    let served = Served::start(&HELLO.replace(
+        "max_body_bytes = 4096",
+        "max_body_bytes = 4096\nmax_connections = 2",
+    ));
+    // Two idle keep-alive connections, each proven open by one request.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(served.addr).await.unwrap();
+        s.write_all(b"GET /hello HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_one(&mut s).await.status, 200);
+        held.push(s);
+    }
+    // A third is closed without an answer.
+    let mut third = TcpStream::connect(served.addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /hello HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, third.read_to_end(&mut buf))
+        .await
+        .expect("closed, not left hanging");
+    assert!(
+        buf.is_empty(),
+        "no response: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    // Closing one frees its place.
+    drop(held.pop());
+    let mut attempts = 0;
+    let reply = loop {
+        attempts += 1;
+        assert!(
+            attempts < 10_000,
+            "the closed connection's place never came back"
+        );
+        let mut s = TcpStream::connect(served.addr).await.unwrap();
+        let _ = s
+            .write_all(b"GET /hello HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+            .await;
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await;
+        // The server notices the close when it reads EOF on it: until then
+        // the place is still taken and the new connection is closed.
+        if !buf.is_empty() {
+            break parse(&buf);
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(reply.status, 200);
     served.stop().await;
 }
 

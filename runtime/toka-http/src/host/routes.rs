@@ -8,6 +8,7 @@
 //! max_headers = 64            # default 64 header fields; more gets 431
 //! header_timeout = "10s"      # a client that has not sent its whole head by then is cut off
 //! body_timeout = "10s"        # nor its whole body (408)
+//! max_connections = 1024      # open at once (idle keep-alive included); more are closed at once
 //!
 //! [[http.routes]]
 //! path = "/webhooks/stripe"   # exact: only this path
@@ -39,6 +40,7 @@ pub const SECTION_KEYS: &[&str] = &[
     "max_headers",
     "header_timeout",
     "body_timeout",
+    "max_connections",
     "routes",
 ];
 
@@ -56,6 +58,10 @@ pub const MAX_HEADERS: u64 = 512;
 pub const MAX_HEAD_BYTES: usize = 64 << 10;
 /// Default time a client has to send its request head, then its body.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on connections open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Most connections the listener may be allowed at once.
+pub const MAX_CONNECTIONS: u64 = 65_536;
 /// Default cap on requests one route runs at once.
 pub const DEFAULT_ROUTE_CONCURRENCY: usize = 32;
 /// Most requests one route may run at once.
@@ -109,6 +115,9 @@ pub struct Inbound {
     pub header_timeout: Duration,
     /// `body_timeout`.
     pub body_timeout: Duration,
+    /// `max_connections`: connections open at once, idle keep-alive ones
+    /// included; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
     /// `[[http.routes]]`, in file order.
     pub routes: Vec<Route>,
 }
@@ -172,12 +181,16 @@ impl Inbound {
         let body_timeout = s
             .get_duration("body_timeout", ms)?
             .unwrap_or(DEFAULT_READ_TIMEOUT);
+        let max_connections = s
+            .get_uint("max_connections", 1, MAX_CONNECTIONS)?
+            .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize);
         Ok(Some(Inbound {
             listen,
             max_body_bytes,
             max_headers,
             header_timeout,
             body_timeout,
+            max_connections,
             routes,
         }))
     }
@@ -344,6 +357,7 @@ mod tests {
             max_headers: 1,
             header_timeout: DEFAULT_READ_TIMEOUT,
             body_timeout: DEFAULT_READ_TIMEOUT,
+            max_connections: 1,
             routes: vec![
                 route("/..."),
                 route("/a/..."),

@@ -11,7 +11,8 @@
 //! - 503 (with `retry-after: 1`) when the route already runs
 //!   `max_concurrent` requests: refused at once, never queued;
 //! - 408 when the body does not arrive within `body_timeout`; a head that
-//!   does not arrive within `header_timeout` closes the connection.
+//!   does not arrive within `header_timeout` closes the connection;
+//! - a connection past `max_connections` open is closed as it is accepted.
 //!
 //! Then the guest answers through its `response-outparam`; a guest that
 //! faults before answering gets 500, not a hang (its deadline bounds the
@@ -89,6 +90,8 @@ pub struct Stats {
     pub timed_out: AtomicU64,
     /// 500: the guest faulted or answered an error code.
     pub failed: AtomicU64,
+    /// Connections closed at accept: `max_connections` were open.
+    pub refused_connections: AtomicU64,
 }
 
 /// A copy of [`Stats`].
@@ -106,6 +109,8 @@ pub struct StatsSnapshot {
     pub timed_out: u64,
     /// See [`Stats::failed`].
     pub failed: u64,
+    /// See [`Stats::refused_connections`].
+    pub refused_connections: u64,
 }
 
 impl Stats {
@@ -119,6 +124,7 @@ impl Stats {
             busy: r(&self.busy),
             timed_out: r(&self.timed_out),
             failed: r(&self.failed),
+            refused_connections: r(&self.refused_connections),
         }
     }
 }
@@ -189,6 +195,7 @@ impl Server {
         let shared = self.shared;
         tracing::info!(listen = %shared.origin, routes = shared.inbound.routes.len(), "http listener started");
         let mut connections = tokio::task::JoinSet::new();
+        let open = Arc::new(Semaphore::new(shared.inbound.max_connections));
         tokio::pin!(stop);
         loop {
             let (stream, peer) = tokio::select! {
@@ -206,9 +213,21 @@ impl Server {
             };
             // Reap finished connection tasks so the set stays small.
             while connections.try_join_next().is_some() {}
+            // Idle keep-alive connections hold a place too: without a cap a
+            // client could hold descriptors until the process has none.
+            let Ok(place) = open.clone().try_acquire_owned() else {
+                shared
+                    .stats
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "http connection refused: max_connections open");
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
             connections.spawn(async move {
+                let _place = place;
                 let mut builder = http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
