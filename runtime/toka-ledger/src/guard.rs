@@ -171,78 +171,48 @@ impl<L: Ledger> Ledger for Guarded<L> {
     }
 }
 
-impl<L: Ledger + ?Sized> Ledger for &L {
-    fn apply(&self, key: &str, op: &Op) -> Result<Entry> {
-        (**self).apply(key, op)
-    }
-    fn lookup(&self, key: &str) -> Result<Option<Entry>> {
-        (**self).lookup(key)
-    }
-    fn entry(&self, id: EntryId) -> Result<Option<Entry>> {
-        (**self).entry(id)
-    }
-    fn account(&self, asset: &str, account: &str) -> Result<Account> {
-        (**self).account(asset, account)
-    }
-    fn accounts(
-        &self,
-        asset: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<Account, String>> {
-        (**self).accounts(asset, after, limit)
-    }
-    fn history(
-        &self,
-        asset: &str,
-        account: &str,
-        after: Option<EntryId>,
-        limit: usize,
-    ) -> Result<Page<HistoryRow, EntryId>> {
-        (**self).history(asset, account, after, limit)
-    }
-    fn balance_at(&self, asset: &str, account: &str, at: EntryId) -> Result<i128> {
-        (**self).balance_at(asset, account, at)
-    }
-    fn issued(&self, asset: &str) -> Result<u128> {
-        (**self).issued(asset)
-    }
+/// A ledger behind a reference or a shared pointer is a ledger: every
+/// method forwards to the one behind it.
+macro_rules! forward_ledger {
+    ($($ty:ty),*) => {$(
+        impl<L: Ledger + ?Sized> Ledger for $ty {
+            fn apply(&self, key: &str, op: &Op) -> Result<Entry> {
+                (**self).apply(key, op)
+            }
+            fn lookup(&self, key: &str) -> Result<Option<Entry>> {
+                (**self).lookup(key)
+            }
+            fn entry(&self, id: EntryId) -> Result<Option<Entry>> {
+                (**self).entry(id)
+            }
+            fn account(&self, asset: &str, account: &str) -> Result<Account> {
+                (**self).account(asset, account)
+            }
+            fn accounts(
+                &self,
+                asset: &str,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<Page<Account, String>> {
+                (**self).accounts(asset, after, limit)
+            }
+            fn history(
+                &self,
+                asset: &str,
+                account: &str,
+                after: Option<EntryId>,
+                limit: usize,
+            ) -> Result<Page<HistoryRow, EntryId>> {
+                (**self).history(asset, account, after, limit)
+            }
+            fn balance_at(&self, asset: &str, account: &str, at: EntryId) -> Result<i128> {
+                (**self).balance_at(asset, account, at)
+            }
+            fn issued(&self, asset: &str) -> Result<u128> {
+                (**self).issued(asset)
+            }
+        }
+    )*};
 }
 
-impl<L: Ledger + ?Sized> Ledger for std::sync::Arc<L> {
-    fn apply(&self, key: &str, op: &Op) -> Result<Entry> {
-        (**self).apply(key, op)
-    }
-    fn lookup(&self, key: &str) -> Result<Option<Entry>> {
-        (**self).lookup(key)
-    }
-    fn entry(&self, id: EntryId) -> Result<Option<Entry>> {
-        (**self).entry(id)
-    }
-    fn account(&self, asset: &str, account: &str) -> Result<Account> {
-        (**self).account(asset, account)
-    }
-    fn accounts(
-        &self,
-        asset: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<Account, String>> {
-        (**self).accounts(asset, after, limit)
-    }
-    fn history(
-        &self,
-        asset: &str,
-        account: &str,
-        after: Option<EntryId>,
-        limit: usize,
-    ) -> Result<Page<HistoryRow, EntryId>> {
-        (**self).history(asset, account, after, limit)
-    }
-    fn balance_at(&self, asset: &str, account: &str, at: EntryId) -> Result<i128> {
-        (**self).balance_at(asset, account, at)
-    }
-    fn issued(&self, asset: &str) -> Result<u128> {
-        (**self).issued(asset)
-    }
-}
+forward_ledger!(&L, std::sync::Arc<L>);
