@@ -316,15 +316,21 @@ fn open_db(path: &Path) -> Result<sled::Db> {
             .cache_capacity(CACHE_CAPACITY)
             .open()
         {
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < LOCK_WAIT =>
-            {
+            Err(sled::Error::Io(e)) if locked(&e) && started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(std::time::Duration::from_millis(50));
             }
             other => return Ok(other?),
         }
     }
+}
+
+/// Whether opening failed on another handle's lock. sled 0.34 reports it
+/// either as `WouldBlock` or wrapped as `Other` with the message
+/// "could not acquire lock on ...", depending on where the lock was taken.
+fn locked(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || e.to_string().starts_with("could not acquire lock")
 }
 
 #[cfg(test)]
