@@ -219,9 +219,9 @@ fn inspect_shows_imports_exports_and_capabilities() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(report.contains("runnable as a Toka agent: yes"), "{report}");
-    assert!(report.contains("toka:runtime/bus@0.1.3"), "{report}");
+    assert!(report.contains("toka:runtime/bus@0.1.4"), "{report}");
     assert!(
-        report.contains("toka:runtime/handler@0.1.3 [event, init, handle]"),
+        report.contains("toka:runtime/handler@0.1.4 [event, init, handle]"),
         "{report}"
     );
     assert!(report.contains("wasi:cli/environment"), "{report}");

@@ -353,6 +353,42 @@ async fn http_webhook() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_probe() {
+    // A `.transfer` event moves one unit under a key of its own; a refused
+    // one (the second, past the balance) fails the event, not the instance.
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    toka_ledger::Ledger::mint(&toka_ledger::Embedded::open(&path).unwrap(), "k", "usd", "a", 1)
+        .unwrap();
+    let rt = Runtime::new(config(&format!(
+        r#"
+        [ledger]
+        path = {path:?}
+
+        [[agents]]
+        name = "lp"
+        module = "ledger_probe.wasm"
+        subscribe = ["lp.>"]
+        asset = "usd"
+        from = "a"
+        to = "b"
+        ledger_debit = ["a"]
+        ledger_credit = ["b"]
+        "#
+    )))
+    .unwrap();
+    let cx = rt.injector("test");
+    cx.publish("lp.transfer", "").unwrap();
+    cx.publish("lp.transfer", "").unwrap();
+    let report = rt.run_until(async {}).await.unwrap();
+    let lp = report.agent("lp").unwrap();
+    assert_eq!((lp.handled, lp.errors, lp.faults), (2, 1, 0), "{lp:?}");
+    let ledger = toka_ledger::Embedded::open(&path).unwrap();
+    assert_eq!(toka_ledger::Ledger::account(&ledger, "usd", "b").unwrap().balance, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_s3() {
     // Without `allowed_hosts` the driver's request is refused by the guard,
     // and the client gets the typed `unreachable` answer (the `s3` tests run

@@ -40,6 +40,7 @@ mod hostile_waits;
 mod http;
 mod http_inbound;
 mod kv;
+mod ledger;
 mod modules;
 mod requests;
 mod s3;

@@ -59,7 +59,7 @@ fn inspect_marks_every_interface_this_build_serves_as_provided() {
         {
             Some(import) => import.name.clone(),
             None if name.starts_with("wasi:keyvalue/") => format!("{name}@0.2.0-draft"),
-            None if name == "toka:runtime/kv" => format!("{name}@0.1.3"),
+            None if name == "toka:runtime/kv" => format!("{name}@0.1.4"),
             None => panic!("the capable guest imports {name}"),
         };
         let line = inspect::capability(&import);
@@ -68,7 +68,7 @@ fn inspect_marks_every_interface_this_build_serves_as_provided() {
             "{import} is served by this build: {line}"
         );
     }
-    assert!(inspect::capability("toka:runtime/ledger@0.1.1").contains("not provided"));
+    assert!(inspect::capability("toka:runtime/no-such@0.1.1").contains("not provided"));
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! - anything else: 200 `hook\n`.
 
 wit_bindgen::generate!({
-    inline: "package toka:http-webhook; world webhook { import toka:runtime/bus@0.1.3; }",
+    inline: "package toka:http-webhook; world webhook { import toka:runtime/bus@0.1.4; }",
     path: "../../wit",
     world: "toka:http-webhook/webhook",
     generate_all,

@@ -13,7 +13,7 @@ wit_bindgen::generate!({
         }
 
         world unlinkable {
-            include toka:runtime/agent@0.1.3;
+            include toka:runtime/agent@0.1.4;
             import missing;
         }
     "#,

@@ -6,7 +6,7 @@
 //! kind, source and payload to the guest straight from the shared
 //! `Arc<Event>`, without copying them into owned Rust values first.
 //!
-//! The key-value interfaces are `trappable`: their writes wait for a
+//! The key-value and ledger interfaces are `trappable`: their writes wait for a
 //! durable commit through [`crate::wait::bounded`], and a wait cut by the
 //! guest call's deadline must end the call as a `deadline` fault, which
 //! only an error of the host function (not a WIT error value) can do.
@@ -30,6 +30,7 @@ wasmtime::component::bindgen!({
         "wasi:keyvalue/atomics": trappable,
         "wasi:keyvalue/batch": trappable,
         "toka:runtime/kv": trappable,
+        "toka:runtime/ledger": trappable,
     },
     with: {
         "wasi:keyvalue/store.bucket": crate::resources::Bucket,
@@ -37,5 +38,5 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::toka::runtime::handler;
-pub use toka::runtime::{auth, bus, kv, log, request, secrets, types, vault};
+pub use toka::runtime::{auth, bus, kv, ledger, log, request, secrets, types, vault};
 pub use wasi::keyvalue::{atomics, batch, store};

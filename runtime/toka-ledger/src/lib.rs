@@ -46,13 +46,16 @@
 //! - [`error`]: [`Error`] and the five kinds a caller sees ([`ErrorKind`]);
 //! - [`config`]: `[ledger]` and the agents' `ledger_*` grants ([`config::Grant`]);
 //! - [`guard`]: [`Guarded`], one agent's view of a ledger, checked against
-//!   its grant, with its idempotency keys scoped to it.
+//!   its grant, with its idempotency keys scoped to it;
+//! - `host` (feature `host`): the `ledger` capability the kernel links.
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod guard;
+#[cfg(feature = "host")]
+pub mod host;
 
 use serde::{Deserialize, Serialize};
 

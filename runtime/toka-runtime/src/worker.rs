@@ -630,7 +630,10 @@ fn start(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
     .map_err(CallError::Fault)
     .and_then(|mut instance| {
         instance.state_mut().rpc = Some(agent.rpc.clone());
-        instance.init(&agent.config.settings).map(|()| instance)
+        let settings = agent.caps.settings.as_deref();
+        instance
+            .init(settings.unwrap_or(&agent.config.settings))
+            .map(|()| instance)
     });
     match started {
         Ok(instance) => {

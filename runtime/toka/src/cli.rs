@@ -85,6 +85,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         cmd: cmd::kv::KvCmd,
     },
+    /// Read and write the ledger named by a configuration (as the operator).
+    #[cfg(feature = "ledger")]
+    Ledger {
+        #[command(subcommand)]
+        cmd: cmd::ledger::LedgerCmd,
+    },
     /// Generate a module-signing key pair.
     #[cfg(feature = "auth")]
     Keygen(cmd::sign::KeygenArgs),

@@ -45,6 +45,8 @@ fn main() -> ExitCode {
         Command::Vault { cmd } => cmd::vault::run(cmd),
         #[cfg(feature = "kv")]
         Command::Kv { cmd } => cmd::kv::run(cmd),
+        #[cfg(feature = "ledger")]
+        Command::Ledger { cmd } => cmd::ledger::run(cmd),
         #[cfg(feature = "auth")]
         Command::Keygen(args) => cmd::sign::keygen(args),
         #[cfg(feature = "auth")]

@@ -315,7 +315,7 @@ greeting = "hello"
 const README_MD: &str = r#"# {{name}}
 
 A Toka agent: a Rust crate compiled to a WebAssembly component that
-implements the `agent` world of `toka:runtime@0.1.3`.
+implements the `agent` world of `toka:runtime@0.1.4`.
 
 On every scheduler tick it logs the event and publishes
 `{{snake}}.heartbeat` with the tick number as payload.

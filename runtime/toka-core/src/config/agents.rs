@@ -66,6 +66,32 @@ pub struct AgentConfig {
     /// and located but not validated: they are not in `settings`. Read them
     /// with [`keys`](Self::keys). Empty when nothing was declared.
     pub owned: LocatedTable,
+    /// The table it was configured in: `[[agents]]`, or a `[drivers.NAME]`
+    /// / `[providers.NAME]` section run as a service agent.
+    pub origin: Origin,
+}
+
+/// Where an [`AgentConfig`] was configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// An `[[agents]]` entry.
+    #[default]
+    Agent,
+    /// A `[drivers.NAME]` section.
+    Driver,
+    /// A `[providers.NAME]` section.
+    Provider,
+}
+
+impl Origin {
+    /// The top-level key it comes from: `agents`, `drivers`, `providers`.
+    pub fn section(self) -> &'static str {
+        match self {
+            Origin::Agent => "agents",
+            Origin::Driver => "drivers",
+            Origin::Provider => "providers",
+        }
+    }
 }
 
 impl AgentConfig {
@@ -135,7 +161,15 @@ pub(super) fn parse(
     let mut agents: Vec<AgentConfig> = Vec::with_capacity(items.len());
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
-        let agent = parse_agent(doc, i, item, modules_dir, defaults, owned)?;
+        let agent = parse_agent(
+            doc,
+            format!("agents[{i}]"),
+            Origin::Agent,
+            item,
+            modules_dir,
+            defaults,
+            owned,
+        )?;
         if let Some(first) = seen.insert(agent.name.clone(), i) {
             let name_node = item.get("name").unwrap_or(item);
             return Err(doc.invalid(
@@ -152,15 +186,16 @@ pub(super) fn parse(
     Ok(agents)
 }
 
-fn parse_agent(
+/// One agent's table, its keys reported as `<prefix>.<key>`.
+pub(super) fn parse_agent(
     doc: &Arc<Doc>,
-    index: usize,
+    prefix: String,
+    origin: Origin,
     node: &Item,
     modules_dir: &Path,
     defaults: &Limits,
     owned_keys: &[&str],
 ) -> Result<AgentConfig> {
-    let prefix = format!("agents[{index}]");
     let table = doc.table(node, &prefix)?;
 
     let name_key = format!("{prefix}.name");
@@ -237,6 +272,7 @@ fn parse_agent(
         settings: settings.into_iter().map(|(_, k, v)| (k, v)).collect(),
         location: doc.location(node.at()),
         owned: LocatedTable::new(doc, prefix, node.at(), owned),
+        origin,
     })
 }
 

@@ -133,6 +133,31 @@ impl Item {
         self.span.start
     }
 
+    /// A string the loader supplies (a default it fills in), reported as
+    /// written where `at` was.
+    pub(super) fn string_at(at: &Item, s: impl Into<String>) -> Self {
+        Item {
+            span: at.span.clone(),
+            value: Value::String(s.into()),
+        }
+    }
+
+    /// An array of strings the loader supplies, reported where `at` was.
+    pub(super) fn strings_at(at: &Item, list: &[String]) -> Self {
+        Item {
+            span: at.span.clone(),
+            value: Value::Array(list.iter().map(|s| Item::string_at(at, s.clone())).collect()),
+        }
+    }
+
+    /// `table` as a table value, reported where `at` was.
+    pub(super) fn table_at(at: &Item, table: Table) -> Self {
+        Item {
+            span: at.span.clone(),
+            value: Value::Table(table),
+        }
+    }
+
     /// The value of `key` if this is a table holding it.
     pub(super) fn get(&self, key: &str) -> Option<&Item> {
         match &self.value {

@@ -61,6 +61,7 @@ mod interpolate;
 mod limits;
 mod located;
 mod sections;
+mod services;
 #[cfg(test)]
 mod testing;
 
@@ -70,10 +71,11 @@ use std::sync::Arc;
 
 use toml::de::DeTable;
 
-pub use agents::{AgentConfig, MAX_AGENT_NAME_LEN, snake_case, valid_agent_name};
+pub use agents::{AgentConfig, MAX_AGENT_NAME_LEN, Origin, snake_case, valid_agent_name};
 pub use error::{ConfigError, Result};
 pub use limits::{Limits, MAX_BUFFER_SIZE, MAX_MEMORY_MB};
 pub use located::{AgentKeys, LocatedTable, Section};
+pub use services::{SECRET_PREFIX, ServiceRoute};
 pub use sections::{
     DEFAULT_MAX_BLOB_MB, EventBusConfig, MAX_VAULT_MB, ModulesConfig, RequestsConfig,
     SecretsConfig, TrustConfig, VaultConfig,
@@ -119,6 +121,9 @@ pub struct RuntimeConfig {
     pub modules: ModulesConfig,
     /// `[requests]`: bounds on request/reply between agents.
     pub requests: RequestsConfig,
+    /// Routes the `webhook` keys of `[providers.NAME]` sections ask for
+    /// (the `[http]` listener serves them beside `[[http.routes]]`).
+    pub service_routes: Vec<ServiceRoute>,
     /// Top-level sections (or keys) this build does not understand, sorted, e.g.
     /// `["drivers", "providers", "vault"]`. Not interpolated, not validated.
     pub ignored_sections: Vec<String>,
@@ -297,10 +302,38 @@ impl RuntimeConfig {
             None => RequestsConfig::default(),
         };
 
-        let agents = match root.get("agents") {
+        let mut agents = match root.get("agents") {
             Some(item) => agents::parse(&doc, item, &modules_dir, &limits, declared.agent_keys)?,
             None => Vec::new(),
         };
+        // Drivers and providers run as agents, when the caller declared the
+        // sections (a build that runs them); otherwise they are ignored
+        // sections like any other.
+        let mut service_routes = Vec::new();
+        for origin in [Origin::Driver, Origin::Provider] {
+            let Some(item) = root.get(origin.section()) else {
+                continue;
+            };
+            let (more, routes) = services::parse(
+                &doc,
+                item,
+                &agents,
+                origin,
+                &modules_dir,
+                &limits,
+                declared.agent_keys,
+            )?;
+            agents.extend(more);
+            service_routes.extend(routes);
+        }
+        let listens = root.get("http").and_then(|h| h.get("listen")).is_some();
+        if let Some(r) = service_routes.first().filter(|_| !listens) {
+            return Err(doc.error(
+                r.at,
+                Some(&format!("providers.{}.webhook", r.agent.trim_end_matches("-webhook"))),
+                "a webhook is served by the HTTP listener: set `[http] listen` (for example \"127.0.0.1:8080\")",
+            ));
+        }
 
         let mut sections = BTreeMap::new();
         let mut located = BTreeMap::new();
@@ -332,6 +365,7 @@ impl RuntimeConfig {
             trust,
             modules,
             requests,
+            service_routes,
             ignored_sections,
             unknown_keys: unknown.into_iter().map(|(_, k)| k).collect(),
             sections,

@@ -129,8 +129,30 @@ impl Inbound {
         let Some(s) = config.section(super::SECTION) else {
             return Ok(None);
         };
-        let inbound = Self::parse(&s)?;
-        if let Some(inbound) = &inbound {
+        let mut inbound = Self::parse(&s)?;
+        if let Some(inbound) = &mut inbound {
+            // A provider's `webhook` route, beside the written ones.
+            for r in &config.service_routes {
+                let (base, prefix) = check_path(&r.path)
+                    .map_err(|m| s.invalid("routes", format!("{} (at {}): {m}", r.agent, r.location)))?;
+                if let Some(j) = inbound.routes.iter().position(|w| w.path == r.path) {
+                    return Err(s.invalid(
+                        "routes",
+                        format!(
+                            "routes[{j}]: `{}` is the webhook of `{}` (at {})",
+                            r.path, r.agent, r.location
+                        ),
+                    ));
+                }
+                inbound.routes.push(Route {
+                    path: r.path.clone(),
+                    base,
+                    prefix,
+                    agent: r.agent.clone(),
+                    max_concurrent: DEFAULT_ROUTE_CONCURRENCY,
+                    location: r.location.clone(),
+                });
+            }
             for (i, route) in inbound.routes.iter().enumerate() {
                 if !config.agents.iter().any(|a| a.name == route.agent) {
                     return Err(s.invalid(

@@ -4,7 +4,7 @@
 //! list.
 //!
 //! The operator grants capabilities per agent in `[[agents]]` (`secrets`,
-//! `vault`, `vault_shared`, `auth`, `allowed_hosts`, `kv`, ...); everything is denied by default. The
+//! `vault`, `vault_shared`, `auth`, `allowed_hosts`, `kv`, `ledger_*`, ...); everything is denied by default. The
 //! configuration is loaded with every registered capability's keys declared
 //! ([`declared`]), so each capability parses its own grant from
 //! [`AgentConfig::keys`]. At startup [`Capabilities::open`] asks each
@@ -143,6 +143,10 @@ macro_rules! define {
             )*
             /// One line per granted capability, for `toka check`.
             pub grants: Vec<String>,
+            /// The settings `init` gets when they differ from the
+            /// configuration's: a driver's or provider's with each
+            /// `secret:NAME` value read from the secret store. Never logged.
+            pub settings: Option<Arc<Vec<(String, String)>>>,
         }
 
         impl std::fmt::Debug for AgentCaps {
@@ -158,6 +162,8 @@ macro_rules! define {
                 #[cfg($meta)]
                 $field: Option<$ty>,
             )*
+            /// Per driver or provider, its settings with secrets read.
+            resolved: std::collections::HashMap<String, Arc<Vec<(String, String)>>>,
         }
 
         impl std::fmt::Debug for Capabilities {
@@ -189,6 +195,7 @@ macro_rules! define {
                         }
                     }
                 )*
+                caps.resolved = resolve_secrets(config, &mut cx)?;
                 Ok(caps)
             }
 
@@ -204,7 +211,7 @@ macro_rules! define {
                         caps.$field = Some(Arc::new(opened.for_agent(agent, grant)?));
                     }
                 )*
-                let _ = agent;
+                caps.settings = self.resolved.get(&agent.name).cloned();
                 Ok(Arc::new(caps))
             }
         }
@@ -237,12 +244,75 @@ macro_rules! registered {
                 "http_max_response_bytes", "http_max_concurrent", "http_requests_per_sec"
             ],
             #[cfg(feature = "kv")] kv: toka_kv::host::Kv = ["kv", "kv_shared", "kv_quota_mb", "kv_max_keys"],
+            #[cfg(feature = "ledger")] ledger: toka_ledger::host::Ledger = [
+                "ledger_mint", "ledger_burn", "ledger_debit", "ledger_credit", "ledger_read"
+            ],
         }
     };
 }
 pub(crate) use registered;
 
 registered!(define);
+
+/// The settings of every driver and provider that has `secret:NAME`
+/// values, with each read from the secret store (opened once, shared with
+/// the `secrets` capability through `cx`). A secret that is missing or not
+/// UTF-8 is the operator's error, naming the agent and key, never the value.
+fn resolve_secrets(
+    config: &RuntimeConfig,
+    cx: &mut OpenCx,
+) -> Result<std::collections::HashMap<String, Arc<Vec<(String, String)>>>, CapError> {
+    use toka_core::config::{Origin, SECRET_PREFIX};
+    let mut resolved = std::collections::HashMap::new();
+    for agent in &config.agents {
+        let wants = |(_, v): &(String, String)| v.starts_with(SECRET_PREFIX);
+        if agent.origin == Origin::Agent || !agent.settings.iter().any(wants) {
+            continue;
+        }
+        #[cfg(feature = "secrets")]
+        {
+            let store = toka_secrets::host::store(config, cx)?;
+            let mut settings = Vec::with_capacity(agent.settings.len());
+            for (key, value) in &agent.settings {
+                let Some(name) = value.strip_prefix(SECRET_PREFIX) else {
+                    settings.push((key.clone(), value.clone()));
+                    continue;
+                };
+                let secret = store
+                    .get(name)
+                    .map_err(|e| {
+                        CapError::agent(agent, format!("`{key}`: reading secret `{name}`: {e}"))
+                            .with_kind(toka_secrets::host::kind(e.is_operator_error()))
+                    })?
+                    .ok_or_else(|| {
+                        CapError::agent(
+                            agent,
+                            format!(
+                                "`{key}`: no secret `{name}` in the secret store (add it with `toka secrets set {name}`)"
+                            ),
+                        )
+                    })?;
+                let text = std::str::from_utf8(secret.expose()).map_err(|_| {
+                    CapError::agent(
+                        agent,
+                        format!("`{key}`: secret `{name}` is not UTF-8 text, and settings are text"),
+                    )
+                })?;
+                settings.push((key.clone(), text.to_owned()));
+            }
+            resolved.insert(agent.name.clone(), Arc::new(settings));
+        }
+        #[cfg(not(feature = "secrets"))]
+        {
+            let _ = (&mut resolved, &cx);
+            return Err(CapError::agent(
+                agent,
+                "a setting is `secret:...` but this build has no `secrets` capability (rebuild `toka` with `--features secrets`)",
+            ));
+        }
+    }
+    Ok(resolved)
+}
 
 /// What the registered capabilities own in the configuration, for
 /// [`RuntimeConfig::load_declared`] / [`RuntimeConfig::parse_declared`]:
@@ -253,10 +323,21 @@ registered!(define);
 /// one ignores its section with the usual warning).
 pub fn declared() -> Declared<'static> {
     Declared {
-        sections: &SECTIONS,
+        sections: &DECLARED_SECTIONS,
         agent_keys: AGENT_KEYS,
     }
 }
+
+/// The sections this build reads: its capabilities' and, with the
+/// `services` feature, `[drivers]` and `[providers]` (run as agents).
+static DECLARED_SECTIONS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        let mut all = SECTIONS.clone();
+        if cfg!(feature = "services") {
+            all.extend(["drivers", "providers"]);
+        }
+        all
+    });
 
 /// The configuration at `path`, loaded as the runtime needs it: with
 /// [`declared`] (`RuntimeConfig::load` would leave the capabilities' grants

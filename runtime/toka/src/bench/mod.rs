@@ -17,6 +17,8 @@
 //!   native hyper;
 //! - `kv` (feature `kv`): durable key-value sets and gets through a guest
 //!   against redb called directly;
+//! - `ledger` (feature `ledger`): transfers through a guest, from one agent
+//!   and from eight, against redb's bare transaction rate;
 //! - `child`: scenarios that run in a child process so their measurements
 //!   start clean: footprint (resident memory per idle agent) and cold start.
 
@@ -28,6 +30,8 @@ mod http;
 mod inbound;
 #[cfg(feature = "kv")]
 mod kv;
+#[cfg(feature = "ledger")]
+mod ledger;
 mod raw;
 mod requests;
 mod restart;
@@ -193,6 +197,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("http_inbound", inbound::inbound),
     #[cfg(feature = "kv")]
     ("kv_set_get", kv::set_get),
+    #[cfg(feature = "ledger")]
+    ("ledger_transfer", ledger::transfer),
     ("cold_start", child::cold_start),
     ("footprint", child::footprint),
 ];

@@ -23,6 +23,8 @@ pub(crate) mod compile_child;
 pub(crate) mod inspect;
 #[cfg(feature = "kv")]
 pub(crate) mod kv;
+#[cfg(feature = "ledger")]
+pub(crate) mod ledger;
 pub(crate) mod new;
 pub(crate) mod run;
 #[cfg(feature = "secrets")]
