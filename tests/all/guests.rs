@@ -359,8 +359,14 @@ async fn ledger_probe() {
     logs();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l.redb");
-    toka_ledger::Ledger::mint(&toka_ledger::Embedded::open(&path).unwrap(), "k", "usd", "a", 1)
-        .unwrap();
+    toka_ledger::Ledger::mint(
+        &toka_ledger::Embedded::open(&path).unwrap(),
+        "k",
+        "usd",
+        "a",
+        1,
+    )
+    .unwrap();
     let rt = Runtime::new(config(&format!(
         r#"
         [ledger]
@@ -385,7 +391,12 @@ async fn ledger_probe() {
     let lp = report.agent("lp").unwrap();
     assert_eq!((lp.handled, lp.errors, lp.faults), (2, 1, 0), "{lp:?}");
     let ledger = toka_ledger::Embedded::open(&path).unwrap();
-    assert_eq!(toka_ledger::Ledger::account(&ledger, "usd", "b").unwrap().balance, 1);
+    assert_eq!(
+        toka_ledger::Ledger::account(&ledger, "usd", "b")
+            .unwrap()
+            .balance,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,7 @@ fn inspect_marks_every_interface_this_build_serves_as_provided() {
             "wasi:keyvalue/atomics",
             "wasi:keyvalue/batch",
             "toka:runtime/kv",
+            "toka:runtime/ledger",
         ],
         "this build registers its capabilities"
     );
@@ -59,7 +60,9 @@ fn inspect_marks_every_interface_this_build_serves_as_provided() {
         {
             Some(import) => import.name.clone(),
             None if name.starts_with("wasi:keyvalue/") => format!("{name}@0.2.0-draft"),
-            None if name == "toka:runtime/kv" => format!("{name}@0.1.4"),
+            None if name == "toka:runtime/kv" || name == "toka:runtime/ledger" => {
+                format!("{name}@0.1.4")
+            }
             None => panic!("the capable guest imports {name}"),
         };
         let line = inspect::capability(&import);

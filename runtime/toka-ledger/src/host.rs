@@ -92,8 +92,7 @@ impl Capability for Ledger {
         _granted: &[(&AgentConfig, &Grant)],
         _cx: &mut OpenCx,
     ) -> Result<Self, CapError> {
-        let cfg =
-            LedgerConfig::from_config(config).map_err(|e| CapError::shared(e.to_string()))?;
+        let cfg = LedgerConfig::from_config(config).map_err(|e| CapError::shared(e.to_string()))?;
         for key in &cfg.unknown {
             tracing::warn!(key = %key, "unknown key in [ledger], ignored");
         }
@@ -307,9 +306,13 @@ fn history_row(r: HistoryRow) -> wit::HistoryRow {
     }
 }
 
-/// A guest's page size: 0 or past [`MAX_PAGE`] is capped, never an error.
+/// A guest's page size: 0 asks for the most, [`MAX_PAGE`]; past it is
+/// capped, never an error.
 fn limit(n: u32) -> usize {
-    (n as usize).clamp(1, MAX_PAGE)
+    match n {
+        0 => MAX_PAGE,
+        n => (n as usize).min(MAX_PAGE),
+    }
 }
 
 impl wit::Host for LedgerHost<'_> {
@@ -416,7 +419,9 @@ impl wit::Host for LedgerHost<'_> {
     }
 
     fn issued(&mut self, asset: String) -> Answer<wit::Amount> {
-        self.call(calls::ISSUED, false, move |l| l.issued(&asset).map(to_amount))
+        self.call(calls::ISSUED, false, move |l| {
+            l.issued(&asset).map(to_amount)
+        })
     }
 }
 

@@ -143,6 +143,17 @@ impl Runtime {
                 "ignoring config sections this build does not understand"
             );
         }
+        for section in config
+            .ignored_sections
+            .iter()
+            .filter(|s| matches!(s.as_str(), "drivers" | "providers"))
+        {
+            tracing::warn!(
+                section = %section,
+                file = %config.source.display(),
+                "[{section}.*] is not built into this build: its agents do not run (rebuild `toka` with `--features driver-s3,provider-stripe`, or `portable`)"
+            );
+        }
         for key in &config.unknown_keys {
             tracing::warn!(key = %key, "ignoring unknown config key");
         }

@@ -146,7 +146,11 @@ impl Item {
     pub(super) fn strings_at(at: &Item, list: &[String]) -> Self {
         Item {
             span: at.span.clone(),
-            value: Value::Array(list.iter().map(|s| Item::string_at(at, s.clone())).collect()),
+            value: Value::Array(
+                list.iter()
+                    .map(|s| Item::string_at(at, s.clone()))
+                    .collect(),
+            ),
         }
     }
 

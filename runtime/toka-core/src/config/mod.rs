@@ -75,11 +75,11 @@ pub use agents::{AgentConfig, MAX_AGENT_NAME_LEN, Origin, snake_case, valid_agen
 pub use error::{ConfigError, Result};
 pub use limits::{Limits, MAX_BUFFER_SIZE, MAX_MEMORY_MB};
 pub use located::{AgentKeys, LocatedTable, Section};
-pub use services::{SECRET_PREFIX, ServiceRoute};
 pub use sections::{
     DEFAULT_MAX_BLOB_MB, EventBusConfig, MAX_VAULT_MB, ModulesConfig, RequestsConfig,
     SecretsConfig, TrustConfig, VaultConfig,
 };
+pub use services::{SECRET_PREFIX, ServiceRoute};
 
 use error::child;
 use interpolate::interpolate;

@@ -126,7 +126,11 @@ pub(super) fn parse(
             set(&mut t, "publish", Item::strings_at(at, &[own.clone()]));
         }
         if origin == Origin::Provider && name == "stripe" && t.get("api_base").is_none() {
-            set(&mut t, "api_base", Item::string_at(at, "https://api.stripe.com"));
+            set(
+                &mut t,
+                "api_base",
+                Item::string_at(at, "https://api.stripe.com"),
+            );
         }
         if t.get("allowed_hosts").is_none() {
             let base = ["endpoint", "api_base"]
@@ -295,19 +299,30 @@ listen = "127.0.0.1:0"
                 ("endpoint", "http://127.0.0.1:5000"),
             ]
         );
-        assert!(s3.location.starts_with("config/x.toml:2:"), "{}", s3.location);
+        assert!(
+            s3.location.starts_with("config/x.toml:2:"),
+            "{}",
+            s3.location
+        );
 
         let stripe = &cfg.agents[2];
         assert_eq!(stripe.origin, Origin::Provider);
         assert!(stripe.publish.matches("stripe.checkout.session.completed"));
-        assert!(stripe.settings.contains(&("api_base".into(), "https://api.stripe.com".into())));
+        assert!(
+            stripe
+                .settings
+                .contains(&("api_base".into(), "https://api.stripe.com".into()))
+        );
         assert_eq!(
             stripe.keys().get_strings("allowed_hosts").unwrap(),
             Some(vec!["https://api.stripe.com".to_owned()])
         );
         let hook = &cfg.agents[3];
         assert_eq!(hook.module, stripe.module);
-        assert!(hook.request.matches("stripe.webhook") && !hook.request.matches("stripe.refunds.create"));
+        assert!(
+            hook.request.matches("stripe.webhook")
+                && !hook.request.matches("stripe.refunds.create")
+        );
         assert!(hook.serve.patterns().is_empty() && hook.settings.is_empty());
         assert_eq!(
             cfg.service_routes,
@@ -322,11 +337,15 @@ listen = "127.0.0.1:0"
 
     #[test]
     fn grants_may_be_narrowed_never_widened() {
-        let cfg = parse("[drivers.s3]\nserve = [\"s3.get\"]\nallowed_hosts = []\nmodule = \"my.wasm\"\n")
-            .unwrap();
+        let cfg =
+            parse("[drivers.s3]\nserve = [\"s3.get\"]\nallowed_hosts = []\nmodule = \"my.wasm\"\n")
+                .unwrap();
         let s3 = &cfg.agents[0];
         assert!(s3.serve.matches("s3.get") && !s3.serve.matches("s3.put"));
-        assert_eq!(s3.keys().get_strings("allowed_hosts").unwrap(), Some(vec![]));
+        assert_eq!(
+            s3.keys().get_strings("allowed_hosts").unwrap(),
+            Some(vec![])
+        );
         assert_eq!(s3.module, Path::new("/etc/toka/modules/my.wasm"));
 
         let err = parse("[drivers.s3]\nserve = [\"s3.>\", \"orders.>\"]\n").unwrap_err();
@@ -343,12 +362,18 @@ listen = "127.0.0.1:0"
         assert_eq!((err.key(), err.line()), (Some("drivers.s3.name"), Some(2)));
         let err = parse("[drivers.s3]\nendpoint = \"s3.example.com\"\n").unwrap_err();
         assert_eq!(err.key(), Some("drivers.s3.endpoint"));
-        assert!(err.to_string().contains("not an http:// or https:// URL"), "{err}");
+        assert!(
+            err.to_string().contains("not an http:// or https:// URL"),
+            "{err}"
+        );
         let err = parse("[drivers.s3]\ntimeout_ms = \"soon\"\n").unwrap_err();
         assert_eq!(err.key(), Some("drivers.s3.timeout_ms"));
         let err = parse("[[agents]]\nname = \"s3\"\n[drivers.s3]\n").unwrap_err();
         assert_eq!(err.key(), Some("drivers.s3"));
-        assert!(err.to_string().contains("named like the agent `s3`"), "{err}");
+        assert!(
+            err.to_string().contains("named like the agent `s3`"),
+            "{err}"
+        );
         let err = parse("[drivers]\ns3 = 1\n").unwrap_err();
         assert_eq!(err.key(), Some("drivers.s3"));
         let err = parse("[drivers.\"bad name\"]\n").unwrap_err();

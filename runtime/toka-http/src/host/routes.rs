@@ -133,8 +133,9 @@ impl Inbound {
         if let Some(inbound) = &mut inbound {
             // A provider's `webhook` route, beside the written ones.
             for r in &config.service_routes {
-                let (base, prefix) = check_path(&r.path)
-                    .map_err(|m| s.invalid("routes", format!("{} (at {}): {m}", r.agent, r.location)))?;
+                let (base, prefix) = check_path(&r.path).map_err(|m| {
+                    s.invalid("routes", format!("{} (at {}): {m}", r.agent, r.location))
+                })?;
                 if let Some(j) = inbound.routes.iter().position(|w| w.path == r.path) {
                     return Err(s.invalid(
                         "routes",

@@ -112,11 +112,17 @@ fn amount(v: u128) -> wit::Amount {
     to_amount(v)
 }
 
-fn err<T: std::fmt::Debug>(r: Answer<T>) -> wit::LedgerError {
+/// The error case of `r`, as `Debug` spells it (the bindings' types have
+/// no `PartialEq`).
+fn err<T: std::fmt::Debug>(r: Answer<T>) -> String {
     match r.unwrap() {
-        Err(e) => e,
+        Err(e) => format!("{e:?}"),
         Ok(v) => panic!("expected an error, got {v:?}"),
     }
+}
+
+fn dbg(v: impl std::fmt::Debug) -> String {
+    format!("{v:?}")
 }
 
 #[test]
@@ -127,14 +133,10 @@ fn halves_round_trip_at_the_extremes() {
     for v in [0, 1, -1, i128::MIN, i128::MAX, -(1 << 64), (1 << 64) - 1] {
         assert_eq!(from_balance(to_balance(v)), v, "{v}");
     }
-    assert_eq!(
-        to_balance(-1),
-        wit::Balance {
-            hi: -1,
-            lo: u64::MAX
-        }
-    );
-    assert_eq!(to_amount(1 << 64), wit::Amount { hi: 1, lo: 0 });
+    let b = to_balance(-1);
+    assert_eq!((b.hi, b.lo), (-1, u64::MAX));
+    let a = to_amount(1 << 64);
+    assert_eq!((a.hi, a.lo), (1, 0));
 }
 
 #[test]
@@ -147,13 +149,16 @@ fn a_granted_agent_mints_transfers_and_reads() {
         .mint("m1".into(), "credits".into(), "user/1".into(), amount(big))
         .unwrap()
         .unwrap();
-    assert_eq!((e.id, e.key.as_str(), e.asset.as_str()), (1, "m1", "credits"));
+    assert_eq!(
+        (e.id, e.key.as_str(), e.asset.as_str()),
+        (1, "m1", "credits")
+    );
     // A replay answers the same entry and changes nothing.
     let again = h
         .mint("m1".into(), "credits".into(), "user/1".into(), amount(big))
         .unwrap()
         .unwrap();
-    assert_eq!(again, e);
+    assert_eq!(dbg(&again), dbg(&e));
     let t = h
         .transfer(
             "t1".into(),
@@ -211,35 +216,19 @@ fn a_granted_agent_mints_transfers_and_reads() {
             "revenue".into(),
             amount(1)
         )),
-        wit::LedgerError::UnknownAccount
+        dbg(wit::LedgerError::UnknownAccount)
     );
     assert_eq!(
-        err(h.burn(
-            "b1".into(),
-            "credits".into(),
-            "user/1".into(),
-            amount(big)
-        )),
-        wit::LedgerError::InsufficientFunds
+        err(h.burn("b1".into(), "credits".into(), "user/1".into(), amount(big))),
+        dbg(wit::LedgerError::InsufficientFunds)
     );
     assert_eq!(
-        err(h.mint(
-            "m1".into(),
-            "credits".into(),
-            "user/1".into(),
-            amount(1)
-        )),
-        wit::LedgerError::Conflict
+        err(h.mint("m1".into(), "credits".into(), "user/1".into(), amount(1))),
+        dbg(wit::LedgerError::Conflict)
     );
-    assert!(matches!(
-        err(h.mint(
-            "m2".into(),
-            "credits".into(),
-            "user/1".into(),
-            amount(0)
-        )),
-        wit::LedgerError::Invalid(_)
-    ));
+    assert!(
+        err(h.mint("m2".into(), "credits".into(), "user/1".into(), amount(0))).contains("Invalid("),
+    );
 }
 
 #[test]
@@ -260,11 +249,11 @@ fn denied_calls_are_denied_whether_the_account_exists_or_not() {
             "user/1".into(),
             amount(1)
         )),
-        wit::LedgerError::AccessDenied
+        dbg(wit::LedgerError::AccessDenied)
     );
     assert_eq!(
         err(h.mint("y".into(), "usd".into(), "user/1".into(), amount(1))),
-        wit::LedgerError::AccessDenied
+        dbg(wit::LedgerError::AccessDenied)
     );
     drop(h);
 
@@ -291,19 +280,19 @@ fn denied_calls_are_denied_whether_the_account_exists_or_not() {
     let mut table = ResourceTable::new();
     let mut shop = f.host("shop", &mut table);
     let existing = err(shop.get_account("credits".into(), "user/2".into()));
-    assert_eq!(missing, wit::LedgerError::AccessDenied);
+    assert_eq!(missing, dbg(wit::LedgerError::AccessDenied));
     assert_eq!(existing, missing);
     assert_eq!(
         err(shop.history("credits".into(), "user/2".into(), None, 10)),
-        wit::LedgerError::AccessDenied
+        dbg(wit::LedgerError::AccessDenied)
     );
     assert_eq!(
         err(shop.issued("credits".into())),
-        wit::LedgerError::AccessDenied
+        dbg(wit::LedgerError::AccessDenied)
     );
     assert_eq!(
         err(shop.mint("z".into(), "credits".into(), "user/1".into(), amount(1))),
-        wit::LedgerError::AccessDenied
+        dbg(wit::LedgerError::AccessDenied)
     );
     // Its listing holds only what it may read.
     let page = shop
@@ -311,11 +300,14 @@ fn denied_calls_are_denied_whether_the_account_exists_or_not() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        page.rows.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        page.rows
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
         ["user/1"]
     );
     // Another agent's key is not its own: the lookup finds nothing.
-    assert_eq!(shop.lookup("m".into()).unwrap().unwrap(), None);
+    assert!(shop.lookup("m".into()).unwrap().unwrap().is_none());
     drop(shop);
 
     // No grant at all: every call, read or write.
@@ -323,15 +315,22 @@ fn denied_calls_are_denied_whether_the_account_exists_or_not() {
     let mut h = f.host("nobody", &mut table);
     assert_eq!(
         err(h.get_account("credits".into(), "user/1".into())),
-        wit::LedgerError::AccessDenied
+        dbg(wit::LedgerError::AccessDenied)
     );
     assert_eq!(
         err(h.mint("k".into(), "credits".into(), "user/1".into(), amount(1))),
-        wit::LedgerError::AccessDenied
+        dbg(wit::LedgerError::AccessDenied)
     );
-    assert_eq!(err(h.lookup("m".into())), wit::LedgerError::AccessDenied);
     assert_eq!(
-        f.ledger.backend().account("credits", "user/1").unwrap().balance,
+        err(h.lookup("m".into())),
+        dbg(wit::LedgerError::AccessDenied)
+    );
+    assert_eq!(
+        f.ledger
+            .backend()
+            .account("credits", "user/1")
+            .unwrap()
+            .balance,
         10
     );
 }
@@ -358,7 +357,11 @@ fn a_grant_without_a_ledger_is_the_operators_error() {
     assert!(e.is_config(), "{e}");
     assert!(e.to_string().contains("set `[ledger] path`"), "{e}");
     assert!(
-        Ledger::describe(&Ledger::grant(&config(dir.path(), "").agents[0]).unwrap().unwrap())
-            .starts_with("ledger: mint credits; burn credits; debit user/*;"),
+        Ledger::describe(
+            &Ledger::grant(&config(dir.path(), "").agents[0])
+                .unwrap()
+                .unwrap()
+        )
+        .starts_with("ledger: mint credits; burn credits; debit user/*;"),
     );
 }

@@ -295,7 +295,9 @@ fn resolve_secrets(
                 let text = std::str::from_utf8(secret.expose()).map_err(|_| {
                     CapError::agent(
                         agent,
-                        format!("`{key}`: secret `{name}` is not UTF-8 text, and settings are text"),
+                        format!(
+                            "`{key}`: secret `{name}` is not UTF-8 text, and settings are text"
+                        ),
                     )
                 })?;
                 settings.push((key.clone(), text.to_owned()));
@@ -330,14 +332,13 @@ pub fn declared() -> Declared<'static> {
 
 /// The sections this build reads: its capabilities' and, with the
 /// `services` feature, `[drivers]` and `[providers]` (run as agents).
-static DECLARED_SECTIONS: std::sync::LazyLock<Vec<&'static str>> =
-    std::sync::LazyLock::new(|| {
-        let mut all = SECTIONS.clone();
-        if cfg!(feature = "services") {
-            all.extend(["drivers", "providers"]);
-        }
-        all
-    });
+static DECLARED_SECTIONS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut all = SECTIONS.clone();
+    if cfg!(feature = "services") {
+        all.extend(["drivers", "providers"]);
+    }
+    all
+});
 
 /// The configuration at `path`, loaded as the runtime needs it: with
 /// [`declared`] (`RuntimeConfig::load` would leave the capabilities' grants

@@ -169,7 +169,11 @@ const CHUNK: u64 = 25;
 
 /// The scenario.
 pub(super) fn transfer(s: &mut Session) -> anyhow::Result<Vec<Outcome>> {
-    let (n, concurrent) = if s.scale.quick { (200, 400) } else { (2_000, 4_000) };
+    let (n, concurrent) = if s.scale.quick {
+        (200, 400)
+    } else {
+        (2_000, 4_000)
+    };
     let dir = tempfile::tempdir().context("a temp dir for the ledgers")?;
     let floor_db = Database::create(dir.path().join("floor.redb"))?;
     let direct = Embedded::open(&dir.path().join("direct.redb"))?;
