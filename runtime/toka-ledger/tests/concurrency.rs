@@ -1,14 +1,20 @@
 //! Many threads applying transfers (and mints, burns, replays) to one
-//! embedded ledger at once, while another thread checks every invariant
-//! on snapshots as they commit; afterwards every acknowledged operation is
-//! in the journal exactly once and the totals add up.
+//! ledger at once, while another thread checks every invariant on
+//! snapshots as they commit; afterwards every acknowledged operation is in
+//! the journal exactly once and the totals add up. The same run goes
+//! against the embedded backend, against PostgreSQL, and against two
+//! independent `Postgres` handles (two connection pools, as two processes
+//! would have) sharing one database.
+
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
+use common::Backend;
 use proptest::prelude::*;
-use toka_ledger::{Embedded, Entry, ErrorKind, Ledger, Op, WideSum};
+use toka_ledger::{Entry, ErrorKind, Ledger, Op, Postgres, WideSum};
 
 const ACCOUNTS: usize = 10;
 const START: u128 = 1000;
@@ -32,7 +38,7 @@ struct Done {
     refused: usize,
 }
 
-fn worker(l: &Embedded, t: usize, ops: usize, mut rng: u64) -> Done {
+fn worker(l: &dyn Ledger, t: usize, ops: usize, mut rng: u64) -> Done {
     let mut done = Done::default();
     for i in 0..ops {
         let r = xorshift(&mut rng);
@@ -86,9 +92,10 @@ fn worker(l: &Embedded, t: usize, ops: usize, mut rng: u64) -> Done {
     done
 }
 
-fn run(threads: usize, ops: usize, seed: u64) {
-    let tmp = tempfile::tempdir().unwrap();
-    let l = Arc::new(Embedded::open(&tmp.path().join("ledger.redb")).unwrap());
+/// Runs `threads` workers, worker `t` on `ledgers[t % len]` (handles on
+/// one ledger), and checks through `ledgers[0]`.
+fn run(ledgers: &[Arc<dyn Ledger>], threads: usize, ops: usize, seed: u64) {
+    let l = Arc::clone(&ledgers[0]);
     l.open("open-ovd", "usd", "ovd", OVERDRAFT).unwrap();
     for a in 0..ACCOUNTS as u64 {
         l.mint(&format!("seed-{a}"), "usd", &account(a), START)
@@ -114,9 +121,9 @@ fn run(threads: usize, ops: usize, seed: u64) {
     };
     let workers: Vec<_> = (0..threads)
         .map(|t| {
-            let l = Arc::clone(&l);
+            let l = Arc::clone(&ledgers[t % ledgers.len()]);
             let rng = (seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
-            thread::spawn(move || worker(&l, t, ops, rng))
+            thread::spawn(move || worker(&*l, t, ops, rng))
         })
         .collect();
     let done: Vec<Done> = workers.into_iter().map(|w| w.join().unwrap()).collect();
@@ -174,7 +181,7 @@ fn run(threads: usize, ops: usize, seed: u64) {
     }
     assert_eq!(sum.get(), Some(issued as i128));
     let refused: usize = done.iter().map(|d| d.refused).sum();
-    eprintln!("{threads} threads: {acknowledged} acknowledged, {refused} refused, {checks} checks");
+    eprintln!("{} handles, {threads} threads: {acknowledged} acknowledged, {refused} refused, {checks} checks", ledgers.len());
 }
 
 proptest! {
@@ -185,11 +192,33 @@ proptest! {
     })]
 
     #[test]
-    fn concurrent_operations_keep_every_invariant(
+    fn embedded_concurrent_operations_keep_every_invariant(
         threads in 2usize..=8,
         seed in any::<u64>(),
     ) {
-        run(threads, 120, seed);
+        let l = Backend::Embedded.fresh();
+        run(&[Arc::clone(&l.ledger)], threads, 120, seed);
+    }
+
+    #[test]
+    fn postgres_concurrent_operations_keep_every_invariant(
+        threads in 2usize..=8,
+        seed in any::<u64>(),
+    ) {
+        let l = Backend::Postgres.fresh();
+        run(&[Arc::clone(&l.ledger)], threads, 120, seed);
+    }
+
+    #[test]
+    fn two_postgres_handles_on_one_database_keep_every_invariant(
+        threads in 2usize..=8,
+        seed in any::<u64>(),
+    ) {
+        // Two pools, as two processes would have: nothing shared in memory.
+        let url = common::pg::fresh_database();
+        let a: Arc<dyn Ledger> = Arc::new(Postgres::connect(&url).unwrap());
+        let b: Arc<dyn Ledger> = Arc::new(Postgres::connect(&url).unwrap());
+        run(&[a, b], threads, 120, seed);
     }
 }
 
