@@ -371,14 +371,13 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.backend, Backend::Postgres);
-        assert_eq!(
-            c.url.as_deref(),
-            Some("postgresql://u:secret@127.0.0.1/db")
-        );
+        assert_eq!(c.url.as_deref(), Some("postgresql://u:secret@127.0.0.1/db"));
         assert!(!format!("{c:?}").contains("secret"));
         let err = ledger_err("[ledger]\nbackend = \"postgres\"\n");
         assert!(err.starts_with("x.toml:1:1: ledger.url: "), "{err}");
-        let err = ledger_err("[ledger]\nbackend = \"postgres\"\nurl = \"postgresql://u:secret@h:notaport/\"\n");
+        let err = ledger_err(
+            "[ledger]\nbackend = \"postgres\"\nurl = \"postgresql://u:secret@h:notaport/\"\n",
+        );
         assert!(err.starts_with("x.toml:3:7: ledger.url: "), "{err}");
         assert!(!err.contains("secret"), "{err}");
         let err = ledger_err("[ledger]\nbackend = \"postgres\"\nurl = \"host=h\"\npath = \"l\"\n");

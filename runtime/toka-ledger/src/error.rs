@@ -112,10 +112,9 @@ impl Error {
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::UnknownAccount { .. } => ErrorKind::UnknownAccount,
             Error::Invalid(_) => ErrorKind::Invalid,
-            Error::InUse { .. }
-            | Error::Storage { .. }
-            | Error::Config(_)
-            | Error::Corrupt(_) => ErrorKind::Internal,
+            Error::InUse { .. } | Error::Storage { .. } | Error::Config(_) | Error::Corrupt(_) => {
+                ErrorKind::Internal
+            }
             #[cfg(feature = "pg")]
             Error::Postgres { .. } => ErrorKind::Internal,
         }

@@ -64,10 +64,10 @@ pub mod postgres;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::Embedded;
-#[cfg(feature = "pg")]
-pub use postgres::Postgres;
 pub use error::{Error, ErrorKind, Result};
 pub use guard::Guarded;
+#[cfg(feature = "pg")]
+pub use postgres::Postgres;
 
 /// The name of each asset's issuance account (`#` is not allowed in the
 /// names callers give, so no caller can open, credit or debit it).

@@ -182,6 +182,8 @@ impl Postgres {
         let mut conn = self.pool.get()?;
         let mut txn = snapshot(conn.client())?;
         let mut problems = Vec::new();
+        /// A history row: entry, delta, balance after.
+        type Row = (EntryId, i128, i128);
 
         let act = "checking";
         let accounts = txn
@@ -198,7 +200,7 @@ impl Postgres {
                 &[],
             )
             .map_err(pg(act))?;
-        let mut history: BTreeMap<(String, String), Vec<(EntryId, i128, i128)>> = BTreeMap::new();
+        let mut history: BTreeMap<(String, String), Vec<Row>> = BTreeMap::new();
         let mut by_entry: HashMap<(EntryId, String), (i128, i128)> = HashMap::new();
         for r in &rows {
             let (asset, account): (String, String) = (r.get(0), r.get(1));
@@ -297,7 +299,9 @@ impl Postgres {
             }
         }
         for (entry, account) in by_entry.keys() {
-            problems.push(format!("history row of {account} at entry {entry}: no posting"));
+            problems.push(format!(
+                "history row of {account} at entry {entry}: no posting"
+            ));
         }
         if expected_id != next {
             problems.push(format!(

@@ -181,7 +181,10 @@ fn run(ledgers: &[Arc<dyn Ledger>], threads: usize, ops: usize, seed: u64) {
     }
     assert_eq!(sum.get(), Some(issued as i128));
     let refused: usize = done.iter().map(|d| d.refused).sum();
-    eprintln!("{} handles, {threads} threads: {acknowledged} acknowledged, {refused} refused, {checks} checks", ledgers.len());
+    eprintln!(
+        "{} handles, {threads} threads: {acknowledged} acknowledged, {refused} refused, {checks} checks",
+        ledgers.len()
+    );
 }
 
 proptest! {

@@ -15,11 +15,14 @@ use toka_ledger::{Error, ErrorKind, Ledger, Postgres};
 
 fn versions(url: &str) -> Vec<i64> {
     let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    c.query("SELECT version FROM toka_ledger_schema ORDER BY version", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    c.query(
+        "SELECT version FROM toka_ledger_schema ORDER BY version",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
 }
 
 #[test]
@@ -76,10 +79,18 @@ fn connection_failures_are_typed() {
         .local_addr()
         .unwrap()
         .port();
-    let err = Postgres::connect(&format!("host=127.0.0.1 port={port} user=postgres connect_timeout=5"))
-        .unwrap_err();
+    let err = Postgres::connect(&format!(
+        "host=127.0.0.1 port={port} user=postgres connect_timeout=5"
+    ))
+    .unwrap_err();
     assert!(
-        matches!(err, Error::Postgres { action: "connecting to the database", .. }),
+        matches!(
+            err,
+            Error::Postgres {
+                action: "connecting to the database",
+                ..
+            }
+        ),
         "{err}"
     );
     // A database that does not exist.

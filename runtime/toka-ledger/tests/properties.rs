@@ -228,7 +228,9 @@ fn run_steps(backend: Backend, steps: &[Step]) -> Result<(), TestCaseError> {
                         prop_assert_eq!(&entry.op, op);
                         for p in &entry.postings {
                             prop_assert_eq!(
-                                next.accounts.get(&(op.asset().to_owned(), p.account.clone())).map(|r| r.0),
+                                next.accounts
+                                    .get(&(op.asset().to_owned(), p.account.clone()))
+                                    .map(|r| r.0),
                                 Some(p.balance)
                             );
                         }
@@ -242,18 +244,24 @@ fn run_steps(backend: Backend, steps: &[Step]) -> Result<(), TestCaseError> {
                         prop_assert_eq!(&snapshot(l), &before);
                         prop_assert_eq!(l.lookup(&key).unwrap(), None);
                     }
-                    (want, got) => prop_assert!(false, "model {:?}, backend {:?}", want.map(|_| ()), got),
+                    (want, got) => {
+                        prop_assert!(false, "model {:?}, backend {:?}", want.map(|_| ()), got)
+                    }
                 }
             }
             Step::Replay(n) => {
-                if applied.is_empty() { continue; }
+                if applied.is_empty() {
+                    continue;
+                }
                 let (key, entry) = &applied[n % applied.len()];
                 let again = l.apply(key, &entry.op).unwrap();
                 prop_assert_eq!(&again, entry);
                 prop_assert_eq!(&snapshot(l), &before);
             }
             Step::Reuse(n, op) => {
-                if applied.is_empty() { continue; }
+                if applied.is_empty() {
+                    continue;
+                }
                 let (key, entry) = &applied[n % applied.len()];
                 let got = l.apply(key, op);
                 if op.validate().is_err() {

@@ -20,7 +20,7 @@
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -30,8 +30,11 @@ pub struct Server {
     /// An admin connection (database `postgres`), for `CREATE DATABASE`,
     /// one at a time.
     admin: Mutex<postgres::Client>,
-    /// The watcher's stdin: dropping it (at exit) stops the server.
+    /// The watcher's stdin: closing it (at exit) stops the server.
     _stop: ChildStdin,
+    /// The watcher; never waited for: it outlives this process, to stop
+    /// the server after it (init reaps it).
+    _watcher: Child,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -53,7 +56,10 @@ pub fn fresh_database() -> String {
 impl Server {
     /// The connection string of database `name`.
     pub fn url(&self, name: &str) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname={name}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={name}",
+            self.port
+        )
     }
 }
 
@@ -213,6 +219,7 @@ fn start() -> Server {
                 port,
                 admin: Mutex::new(admin),
                 _stop: stop,
+                _watcher: watcher,
             };
         }
         last = format!(
@@ -222,5 +229,8 @@ fn start() -> Server {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
+    // Let the watcher clean up before failing.
+    drop(stop);
+    let _ = watcher.wait();
     panic!("the test PostgreSQL did not start:\n{last}");
 }
