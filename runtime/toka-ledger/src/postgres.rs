@@ -60,6 +60,7 @@
 //! a Unix socket or loopback, or with `sslmode=disable`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use postgres::error::SqlState;
@@ -127,6 +128,8 @@ INSERT INTO toka_ledger_counter (next_entry) VALUES (1);
 /// `&self`, and [`POOL_SIZE`] callers run at once.
 pub struct Postgres {
     pool: Pool,
+    /// Transactions rolled back and run again (see [`Postgres::retries`]).
+    retries: AtomicU64,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -154,12 +157,22 @@ impl Postgres {
             state: Mutex::new(PoolState::default()),
             freed: Condvar::new(),
         };
-        let l = Postgres { pool };
+        let l = Postgres {
+            pool,
+            retries: AtomicU64::new(0),
+        };
         {
             let mut conn = l.pool.get()?;
             migrate(conn.client())?;
         }
         Ok(l)
+    }
+
+    /// How many operation attempts this handle rolled back and ran again
+    /// (serialization failures, deadlocks, unique violations): a measure of
+    /// contention, for tests and metrics.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     /// The schema version of the database (the number of [`MIGRATIONS`]
@@ -479,6 +492,7 @@ impl Ledger for Postgres {
                 Err(Failure::Ledger(e)) => return Err(e),
                 Err(Failure::Pg { action, source }) => {
                     if attempts < MAX_ATTEMPTS && retryable(&source) {
+                        self.retries.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                     return Err(Error::Postgres { action, source });
