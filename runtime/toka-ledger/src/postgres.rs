@@ -55,15 +55,17 @@
 //! A `postgres::Client` serves one transaction at a time, so [`Postgres`]
 //! keeps a small pool ([`POOL_SIZE`] connections, opened as needed): that
 //! many threads run their transactions concurrently and the others wait
-//! for a free connection. A connection found closed is dropped and a new
-//! one opened for the next caller. TLS is not supported yet: connect over
+//! for a free connection. A call whose connection turns out dead (the
+//! server restarted, or dropped it while idle) drops it and runs once more
+//! on a fresh one: safe for `apply` too, since a second run of a keyed
+//! operation that did land replays it. TLS is not supported yet: connect over
 //! a Unix socket or loopback, or with `sslmode=disable`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use postgres::error::SqlState;
+use postgres::error::{Severity, SqlState};
 use postgres::{Client, IsolationLevel, NoTls, Transaction};
 
 use crate::error::{Error, Result};
@@ -130,6 +132,8 @@ pub struct Postgres {
     pool: Pool,
     /// Transactions rolled back and run again (see [`Postgres::retries`]).
     retries: AtomicU64,
+    /// Calls run again on a fresh connection (see [`Postgres::reconnects`]).
+    reconnects: AtomicU64,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -160,6 +164,7 @@ impl Postgres {
         let l = Postgres {
             pool,
             retries: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
         };
         {
             let mut conn = l.pool.get()?;
@@ -175,15 +180,21 @@ impl Postgres {
         self.retries.load(Ordering::Relaxed)
     }
 
+    /// How many calls found their connection dead and ran again on a fresh
+    /// one.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
     /// The schema version of the database (the number of [`MIGRATIONS`]
     /// applied).
     pub fn schema_version(&self) -> Result<u64> {
-        let mut conn = self.pool.get()?;
-        let v: Option<i64> = conn
-            .client()
-            .query_one("SELECT max(version) FROM toka_ledger_schema", &[])
-            .map_err(pg("reading the schema version"))?
-            .get(0);
+        let v: Option<i64> = self.with_client(|client| {
+            Ok(client
+                .query_one("SELECT max(version) FROM toka_ledger_schema", &[])
+                .map_err(pg("reading the schema version"))?
+                .get(0))
+        })?;
         Ok(v.unwrap_or(0).unsigned_abs())
     }
 
@@ -192,142 +203,171 @@ impl Postgres {
     /// [`Embedded::check`](crate::Embedded::check). Reads everything: for
     /// tests and `toka ledger check`, not for a request path.
     pub fn check(&self) -> Result<Vec<String>> {
-        let mut conn = self.pool.get()?;
-        let mut txn = snapshot(conn.client())?;
-        let mut problems = Vec::new();
-        /// A history row: entry, delta, balance after.
-        type Row = (EntryId, i128, i128);
-
-        let act = "checking";
-        let accounts = txn
-            .query(
-                "SELECT asset, name, balance::text, overdraft::text FROM toka_ledger_accounts \
-                 ORDER BY asset, name",
-                &[],
-            )
-            .map_err(pg(act))?;
-        let rows = txn
-            .query(
-                "SELECT asset, account, entry, delta::text, balance::text FROM toka_ledger_history \
-                 ORDER BY asset, account, entry",
-                &[],
-            )
-            .map_err(pg(act))?;
-        let mut history: BTreeMap<(String, String), Vec<Row>> = BTreeMap::new();
-        let mut by_entry: HashMap<(EntryId, String), (i128, i128)> = HashMap::new();
-        for r in &rows {
-            let (asset, account): (String, String) = (r.get(0), r.get(1));
-            let entry = entry_id(r.get(2))?;
-            let (delta, after) = (int(r.get(3))?, int(r.get(4))?);
-            by_entry.insert((entry, account.clone()), (delta, after));
-            history
-                .entry((asset, account))
-                .or_default()
-                .push((entry, delta, after));
-        }
-        let mut sums: BTreeMap<String, WideSum> = BTreeMap::new();
-        for r in &accounts {
-            let (asset, name): (String, String) = (r.get(0), r.get(1));
-            let (balance, overdraft) = (int(r.get(2))?, uint(r.get(3))?);
-            sums.entry(asset.clone()).or_default().add(balance);
-            if name == ISSUANCE {
-                if balance > 0 {
-                    problems.push(format!("{asset}: issuance balance {balance} is positive"));
-                }
-            } else if balance < 0 && balance.unsigned_abs() > overdraft {
-                problems.push(format!(
-                    "{asset}/{name}: balance {balance} is below its overdraft {overdraft}"
-                ));
-            }
-            let mut last: i128 = 0;
-            for (entry, delta, after) in history
-                .remove(&(asset.clone(), name.clone()))
-                .unwrap_or_default()
-            {
-                if last.checked_add(delta) != Some(after) {
-                    problems.push(format!(
-                        "{asset}/{name}: entry {entry} takes {last} by {delta} to {after}"
-                    ));
-                }
-                last = after;
-            }
-            if last != balance {
-                problems.push(format!(
-                    "{asset}/{name}: balance {balance}, history ends at {last}"
-                ));
-            }
-        }
-        for (asset, account) in history.keys() {
-            problems.push(format!("{asset}/{account}: history of no account"));
-        }
-        for (asset, sum) in &sums {
-            if !sum.is_zero() {
-                problems.push(format!("{asset}: the balances sum to {sum:?}, not 0"));
-            }
-        }
-
-        let next = entry_id(
-            txn.query_one("SELECT next_entry FROM toka_ledger_counter", &[])
-                .map_err(pg(act))?
-                .get(0),
-        )?;
-        let entries = txn
-            .query(
-                "SELECT id, key, asset, op::text, postings::text FROM toka_ledger_entries \
-                 ORDER BY id",
-                &[],
-            )
-            .map_err(pg(act))?;
-        let mut expected_id = 1;
-        for r in &entries {
-            let entry = decode_row(r.get(0), r.get(1), r.get(3), r.get(4))?;
-            let id = entry.id;
-            if id != expected_id {
-                problems.push(format!("entry {id} follows entry {}", expected_id - 1));
-            }
-            expected_id = id + 1;
-            let asset: String = r.get(2);
-            if asset != entry.op.asset() {
-                problems.push(format!("entry {id}: asset column {asset}"));
-            }
-            let deltas: Vec<(&str, i128)> = entry
-                .postings
-                .iter()
-                .map(|p| (p.account.as_str(), p.delta))
-                .collect();
-            if deltas != entry.op.deltas() {
-                problems.push(format!("entry {id}: postings do not match its operation"));
-            }
-            if entry.postings.iter().map(|p| p.delta).sum::<i128>() != 0 {
-                problems.push(format!("entry {id}: postings do not sum to zero"));
-            }
-            for p in &entry.postings {
-                let h = by_entry.remove(&(id, p.account.clone()));
-                if h != Some((p.delta, p.balance)) {
-                    problems.push(format!(
-                        "entry {id}: {asset}/{}: history row {h:?}",
-                        p.account
-                    ));
-                }
-            }
-        }
-        for (entry, account) in by_entry.keys() {
-            problems.push(format!(
-                "history row of {account} at entry {entry}: no posting"
-            ));
-        }
-        if expected_id != next {
-            problems.push(format!(
-                "next_entry is {next}, the last entry {}",
-                expected_id - 1
-            ));
-        }
-        // Keys are unique by constraint and live in the entry's row, so each
-        // maps back to its entry by construction.
-        txn.commit().map_err(pg(act))?;
-        Ok(problems)
+        self.with_client(check_all)
     }
 
+    /// Runs `f` on a pooled connection. When the connection turns out to be
+    /// dead (the server restarted, or dropped it while it sat idle: an
+    /// error with no SQLSTATE), it is discarded and `f` runs once more on a
+    /// fresh one. That is safe for `apply` too, even after a commit whose
+    /// answer was lost: the second run finds the key and replays.
+    fn with_client<T>(&self, mut f: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
+        let mut conn = self.pool.get()?;
+        match f(conn.client()) {
+            Err(Error::Postgres { source, .. }) if connection_lost(&source) => {
+                conn.broken = true;
+                drop(conn);
+                self.reconnects.fetch_add(1, Ordering::Relaxed);
+                let mut conn = self.pool.get()?;
+                let result = f(conn.client());
+                if let Err(Error::Postgres { source, .. }) = &result {
+                    conn.broken = connection_lost(source);
+                }
+                result
+            }
+            result => result,
+        }
+    }
+}
+
+/// [`Postgres::check`] on one connection.
+fn check_all(client: &mut Client) -> Result<Vec<String>> {
+    let mut txn = snapshot(client)?;
+    let mut problems = Vec::new();
+    /// A history row: entry, delta, balance after.
+    type Row = (EntryId, i128, i128);
+
+    let act = "checking";
+    let accounts = txn
+        .query(
+            "SELECT asset, name, balance::text, overdraft::text FROM toka_ledger_accounts \
+                 ORDER BY asset, name",
+            &[],
+        )
+        .map_err(pg(act))?;
+    let rows = txn
+        .query(
+            "SELECT asset, account, entry, delta::text, balance::text FROM toka_ledger_history \
+                 ORDER BY asset, account, entry",
+            &[],
+        )
+        .map_err(pg(act))?;
+    let mut history: BTreeMap<(String, String), Vec<Row>> = BTreeMap::new();
+    let mut by_entry: HashMap<(EntryId, String), (i128, i128)> = HashMap::new();
+    for r in &rows {
+        let (asset, account): (String, String) = (r.get(0), r.get(1));
+        let entry = entry_id(r.get(2))?;
+        let (delta, after) = (int(r.get(3))?, int(r.get(4))?);
+        by_entry.insert((entry, account.clone()), (delta, after));
+        history
+            .entry((asset, account))
+            .or_default()
+            .push((entry, delta, after));
+    }
+    let mut sums: BTreeMap<String, WideSum> = BTreeMap::new();
+    for r in &accounts {
+        let (asset, name): (String, String) = (r.get(0), r.get(1));
+        let (balance, overdraft) = (int(r.get(2))?, uint(r.get(3))?);
+        sums.entry(asset.clone()).or_default().add(balance);
+        if name == ISSUANCE {
+            if balance > 0 {
+                problems.push(format!("{asset}: issuance balance {balance} is positive"));
+            }
+        } else if balance < 0 && balance.unsigned_abs() > overdraft {
+            problems.push(format!(
+                "{asset}/{name}: balance {balance} is below its overdraft {overdraft}"
+            ));
+        }
+        let mut last: i128 = 0;
+        for (entry, delta, after) in history
+            .remove(&(asset.clone(), name.clone()))
+            .unwrap_or_default()
+        {
+            if last.checked_add(delta) != Some(after) {
+                problems.push(format!(
+                    "{asset}/{name}: entry {entry} takes {last} by {delta} to {after}"
+                ));
+            }
+            last = after;
+        }
+        if last != balance {
+            problems.push(format!(
+                "{asset}/{name}: balance {balance}, history ends at {last}"
+            ));
+        }
+    }
+    for (asset, account) in history.keys() {
+        problems.push(format!("{asset}/{account}: history of no account"));
+    }
+    for (asset, sum) in &sums {
+        if !sum.is_zero() {
+            problems.push(format!("{asset}: the balances sum to {sum:?}, not 0"));
+        }
+    }
+
+    let next = entry_id(
+        txn.query_one("SELECT next_entry FROM toka_ledger_counter", &[])
+            .map_err(pg(act))?
+            .get(0),
+    )?;
+    let entries = txn
+        .query(
+            "SELECT id, key, asset, op::text, postings::text FROM toka_ledger_entries \
+                 ORDER BY id",
+            &[],
+        )
+        .map_err(pg(act))?;
+    let mut expected_id = 1;
+    for r in &entries {
+        let entry = decode_row(r.get(0), r.get(1), r.get(3), r.get(4))?;
+        let id = entry.id;
+        if id != expected_id {
+            problems.push(format!("entry {id} follows entry {}", expected_id - 1));
+        }
+        expected_id = id + 1;
+        let asset: String = r.get(2);
+        if asset != entry.op.asset() {
+            problems.push(format!("entry {id}: asset column {asset}"));
+        }
+        let deltas: Vec<(&str, i128)> = entry
+            .postings
+            .iter()
+            .map(|p| (p.account.as_str(), p.delta))
+            .collect();
+        if deltas != entry.op.deltas() {
+            problems.push(format!("entry {id}: postings do not match its operation"));
+        }
+        if entry.postings.iter().map(|p| p.delta).sum::<i128>() != 0 {
+            problems.push(format!("entry {id}: postings do not sum to zero"));
+        }
+        for p in &entry.postings {
+            let h = by_entry.remove(&(id, p.account.clone()));
+            if h != Some((p.delta, p.balance)) {
+                problems.push(format!(
+                    "entry {id}: {asset}/{}: history row {h:?}",
+                    p.account
+                ));
+            }
+        }
+    }
+    for (entry, account) in by_entry.keys() {
+        problems.push(format!(
+            "history row of {account} at entry {entry}: no posting"
+        ));
+    }
+    if expected_id != next {
+        problems.push(format!(
+            "next_entry is {next}, the last entry {}",
+            expected_id - 1
+        ));
+    }
+    // Keys are unique by constraint and live in the entry's row, so each
+    // maps back to its entry by construction.
+    txn.commit().map_err(pg(act))?;
+    Ok(problems)
+}
+
+impl Postgres {
     /// One attempt at `op`, in one transaction.
     fn attempt(client: &mut Client, key: &str, op: &Op) -> Result<Entry, Failure> {
         let mut txn = client
@@ -483,53 +523,55 @@ impl Ledger for Postgres {
     fn apply(&self, key: &str, op: &Op) -> Result<Entry> {
         valid_key(key)?;
         op.validate()?;
-        let mut conn = self.pool.get()?;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match Self::attempt(conn.client(), key, op) {
-                Ok(entry) => return Ok(entry),
-                Err(Failure::Ledger(e)) => return Err(e),
-                Err(Failure::Pg { action, source }) => {
-                    if attempts < MAX_ATTEMPTS && retryable(&source) {
-                        self.retries.fetch_add(1, Ordering::Relaxed);
-                        continue;
+        self.with_client(|client| {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match Self::attempt(client, key, op) {
+                    Ok(entry) => return Ok(entry),
+                    Err(Failure::Ledger(e)) => return Err(e),
+                    Err(Failure::Pg { action, source }) => {
+                        if attempts < MAX_ATTEMPTS && retryable(&source) {
+                            self.retries.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        return Err(Error::Postgres { action, source });
                     }
-                    return Err(Error::Postgres { action, source });
                 }
             }
-        }
+        })
     }
 
     fn lookup(&self, key: &str) -> Result<Option<Entry>> {
         valid_key(key)?;
-        let mut conn = self.pool.get()?;
-        let mut txn = snapshot(conn.client())?;
-        let entry = by_key(&mut txn, key)?;
-        txn.commit().map_err(pg("reading"))?;
-        Ok(entry)
+        self.with_client(|client| {
+            let mut txn = snapshot(client)?;
+            let entry = by_key(&mut txn, key)?;
+            txn.commit().map_err(pg("reading"))?;
+            Ok(entry)
+        })
     }
 
     fn entry(&self, id: EntryId) -> Result<Option<Entry>> {
         let Ok(db_id) = i64::try_from(id) else {
             return Ok(None);
         };
-        let mut conn = self.pool.get()?;
-        let row = conn
-            .client()
-            .query_opt(
-                "SELECT id, key, op::text, postings::text FROM toka_ledger_entries WHERE id = $1",
-                &[&db_id],
-            )
-            .map_err(pg("reading an entry"))?;
+        let row = self.with_client(|client| {
+            client
+                .query_opt(
+                    "SELECT id, key, op::text, postings::text FROM toka_ledger_entries \
+                     WHERE id = $1",
+                    &[&db_id],
+                )
+                .map_err(pg("reading an entry"))
+        })?;
         row.map(|r| decode_row(r.get(0), r.get(1), r.get(2), r.get(3)))
             .transpose()
     }
 
     fn account(&self, asset: &str, account: &str) -> Result<Account> {
         valid_read(asset, account)?;
-        let mut conn = self.pool.get()?;
-        read_account(conn.client(), asset, account)
+        self.with_client(|client| read_account(client, asset, account))
     }
 
     fn accounts(
@@ -540,19 +582,19 @@ impl Ledger for Postgres {
     ) -> Result<Page<Account, String>> {
         valid_asset(asset)?;
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut conn = self.pool.get()?;
         // One more than a page, to know whether more follow. `#` sorts
         // before every character of a caller's names (byte order), so the
         // issuance account is the asset's first row when present.
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
-        let rows = conn
-            .client()
-            .query(
-                "SELECT name, balance::text, overdraft::text FROM toka_ledger_accounts \
-                 WHERE asset = $1 AND name > $2 AND name <> $3 ORDER BY name LIMIT $4",
-                &[&asset, &after.unwrap_or(ISSUANCE), &ISSUANCE, &fetch],
-            )
-            .map_err(pg("listing accounts"))?;
+        let rows = self.with_client(|client| {
+            client
+                .query(
+                    "SELECT name, balance::text, overdraft::text FROM toka_ledger_accounts \
+                     WHERE asset = $1 AND name > $2 AND name <> $3 ORDER BY name LIMIT $4",
+                    &[&asset, &after.unwrap_or(ISSUANCE), &ISSUANCE, &fetch],
+                )
+                .map_err(pg("listing accounts"))
+        })?;
         let mut page = Page {
             rows: Vec::new(),
             next: None,
@@ -581,20 +623,22 @@ impl Ledger for Postgres {
     ) -> Result<Page<HistoryRow, EntryId>> {
         valid_read(asset, account)?;
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut conn = self.pool.get()?;
-        // One snapshot for the account check and the rows.
-        let mut txn = snapshot(conn.client())?;
-        read_account(&mut txn, asset, account)?;
         let from = after.map_or(0, db_entry_id);
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
-        let rows = txn
-            .query(
-                "SELECT entry, delta::text, balance::text FROM toka_ledger_history \
-                 WHERE asset = $1 AND account = $2 AND entry > $3 ORDER BY entry LIMIT $4",
-                &[&asset, &account, &from, &fetch],
-            )
-            .map_err(pg("reading history"))?;
-        txn.commit().map_err(pg("reading history"))?;
+        let rows = self.with_client(|client| {
+            // One snapshot for the account check and the rows.
+            let mut txn = snapshot(client)?;
+            read_account(&mut txn, asset, account)?;
+            let rows = txn
+                .query(
+                    "SELECT entry, delta::text, balance::text FROM toka_ledger_history \
+                     WHERE asset = $1 AND account = $2 AND entry > $3 ORDER BY entry LIMIT $4",
+                    &[&asset, &account, &from, &fetch],
+                )
+                .map_err(pg("reading history"))?;
+            txn.commit().map_err(pg("reading history"))?;
+            Ok(rows)
+        })?;
         let mut page = Page {
             rows: Vec::new(),
             next: None,
@@ -615,17 +659,19 @@ impl Ledger for Postgres {
 
     fn balance_at(&self, asset: &str, account: &str, at: EntryId) -> Result<i128> {
         valid_read(asset, account)?;
-        let mut conn = self.pool.get()?;
-        let mut txn = snapshot(conn.client())?;
-        read_account(&mut txn, asset, account)?;
-        let row = txn
-            .query_opt(
-                "SELECT balance::text FROM toka_ledger_history \
-                 WHERE asset = $1 AND account = $2 AND entry <= $3 ORDER BY entry DESC LIMIT 1",
-                &[&asset, &account, &db_entry_id(at)],
-            )
-            .map_err(pg("reading history"))?;
-        txn.commit().map_err(pg("reading history"))?;
+        let row = self.with_client(|client| {
+            let mut txn = snapshot(client)?;
+            read_account(&mut txn, asset, account)?;
+            let row = txn
+                .query_opt(
+                    "SELECT balance::text FROM toka_ledger_history WHERE asset = $1 \
+                     AND account = $2 AND entry <= $3 ORDER BY entry DESC LIMIT 1",
+                    &[&asset, &account, &db_entry_id(at)],
+                )
+                .map_err(pg("reading history"))?;
+            txn.commit().map_err(pg("reading history"))?;
+            Ok(row)
+        })?;
         row.map_or(Ok(0), |r| int(r.get(0)))
     }
 
@@ -699,6 +745,22 @@ fn retryable(e: &postgres::Error) -> bool {
             || *c == SqlState::T_R_DEADLOCK_DETECTED
             || *c == SqlState::UNIQUE_VIOLATION
     )
+}
+
+/// Whether `e` may mean the connection is gone rather than a statement
+/// failed: an error of the client's own (I/O, a closed connection: no
+/// SQLSTATE), or the server's last word before it hangs up (`FATAL` or
+/// `PANIC`: an administrator's or a shutdown's termination, a crash). Such
+/// a connection is not reused (a client-side error that is not about the
+/// connection lands here too, and costs one spare retry).
+fn connection_lost(e: &postgres::Error) -> bool {
+    match e.as_db_error() {
+        None => true,
+        Some(db) => matches!(
+            db.parsed_severity(),
+            Some(Severity::Fatal | Severity::Panic)
+        ),
+    }
 }
 
 /// Wraps a PostgreSQL error with what the ledger was doing.
@@ -868,6 +930,7 @@ impl Pool {
                 return Ok(Conn {
                     pool: self,
                     client: Some(client),
+                    broken: false,
                 });
             }
             if state.open < self.max {
@@ -877,6 +940,7 @@ impl Pool {
                     Ok(client) => Ok(Conn {
                         pool: self,
                         client: Some(client),
+                        broken: false,
                     }),
                     Err(e) => {
                         self.lock().open -= 1;
@@ -898,6 +962,8 @@ impl Pool {
 struct Conn<'a> {
     pool: &'a Pool,
     client: Option<Client>,
+    /// Set when a call found it dead: dropped instead of returned.
+    broken: bool,
 }
 
 impl Conn<'_> {
@@ -911,7 +977,7 @@ impl Drop for Conn<'_> {
     fn drop(&mut self) {
         let mut state = self.pool.lock();
         match self.client.take() {
-            Some(client) if !client.is_closed() => state.idle.push(client),
+            Some(client) if !self.broken && !client.is_closed() => state.idle.push(client),
             _ => state.open -= 1,
         }
         drop(state);

@@ -144,11 +144,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Whether user `postgres` can reach `dir` (every ancestor searchable by
+/// others): a `$TMPDIR` under `/root` is not, so the cluster goes to `/tmp`.
+fn reachable(dir: &Path) -> bool {
+    dir.ancestors()
+        .skip(1)
+        .all(|a| std::fs::metadata(a).is_ok_and(|m| m.mode() & 0o001 != 0))
+}
+
 fn start() -> Server {
     let bin = find_bin();
+    let mut base = std::env::temp_dir();
+    if is_root() && !reachable(&base.join("x")) {
+        base = PathBuf::from("/tmp");
+    }
     let dir = tempfile::Builder::new()
         .prefix("toka-ledger-pg.")
-        .tempdir()
+        .tempdir_in(&base)
         .unwrap()
         .keep();
     if is_root() {
