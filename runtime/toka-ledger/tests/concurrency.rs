@@ -202,6 +202,16 @@ proptest! {
         let l = Backend::Embedded.fresh();
         run(&[Arc::clone(&l.ledger)], threads, 120, seed);
     }
+}
+
+proptest! {
+    // Fewer cases: the checker rereads the whole database in a loop, which
+    // on PostgreSQL costs far more than a redb snapshot.
+    #![proptest_config(ProptestConfig {
+        cases: 3,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn postgres_concurrent_operations_keep_every_invariant(
