@@ -66,8 +66,9 @@ pub enum Error {
     },
     /// PostgreSQL failed (connecting, a query, a commit, retries exhausted
     /// on contention); `action` says at what. The operation did not happen,
-    /// except after a connection lost during its commit: then retry it
-    /// with its key, which replays it if it landed.
+    /// unless the connection was lost during its commit (and again on the
+    /// backend's own second try): then retry it with its key, which
+    /// replays it if it landed.
     #[cfg(feature = "pg")]
     #[error("ledger: {action}: {}", describe(source))]
     Postgres {

@@ -40,8 +40,11 @@
 //! `apply` returns `Ok` after PostgreSQL acknowledged the commit, so an
 //! acknowledged operation is as durable as the server's `fsync` and
 //! `synchronous_commit` make it (both on by default). When the connection
-//! drops during the commit the outcome is unknown and `apply` answers
-//! [`Error::Postgres`]: retry with the same key, which replays if it landed.
+//! drops during an operation (its commit included), `apply` runs it once
+//! more on a fresh connection, which replays it if the first run landed
+//! (see Connections). Only when that fails too does it answer
+//! [`Error::Postgres`] with the outcome unknown: retry later with the same
+//! key.
 //!
 //! # Schema and migrations
 //! Tables are prefixed `toka_ledger_` (in the connection's `search_path`
@@ -64,8 +67,11 @@
 //! for a free connection. A call whose connection turns out dead (the
 //! server restarted, or dropped it while idle) drops it and runs once more
 //! on a fresh one: safe for `apply` too, since a second run of a keyed
-//! operation that did land replays it. TLS is not supported yet: connect over
-//! a Unix socket or loopback, or with `sslmode=disable`.
+//! operation that did land replays it.
+//!
+//! TLS is not supported yet: connect over loopback, a Unix socket or a
+//! private network (the default `sslmode=prefer` then connects in the
+//! clear; `sslmode=require` fails).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -214,8 +220,8 @@ impl Postgres {
     }
 
     /// Runs `f` on a pooled connection. When the connection turns out to be
-    /// dead (the server restarted, or dropped it while it sat idle: an
-    /// error with no SQLSTATE), it is discarded and `f` runs once more on a
+    /// dead (the server restarted, or dropped it while it sat idle: see
+    /// [`connection_lost`]), it is discarded and `f` runs once more on a
     /// fresh one. That is safe for `apply` too, even after a commit whose
     /// answer was lost: the second run finds the key and replays.
     fn with_session<T>(&self, mut f: impl FnMut(&mut Session) -> Result<T>) -> Result<T> {
