@@ -107,11 +107,14 @@ fn a_dropped_connection_is_replaced() {
     let kill = || {
         // The server ends the pool's only connection, as a restart or an
         // idle timeout would; the 5 s argument waits until it is gone.
+        // Client backends only: an autovacuum worker may be in the
+        // database too.
         let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         let killed: Vec<bool> = admin
             .query(
                 "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND backend_type = 'client backend'",
                 &[],
             )
             .unwrap()
