@@ -45,3 +45,4 @@ mod modules;
 mod requests;
 mod s3;
 mod seam;
+mod services;

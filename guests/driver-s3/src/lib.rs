@@ -265,7 +265,17 @@ impl Driver {
         };
         let bucket = Bucket::new(endpoint, style, need("bucket")?, region.clone())
             .map_err(|e| format!("driver-s3: bucket: {e}"))?;
-        let credentials = Credentials::new(need("access_key_id")?, need("secret_access_key")?);
+        // The seed writes `access_key` / `secret_key` in `[drivers.s3]`;
+        // AWS's own names work too.
+        let either = |a: &str, b: &str| {
+            get(a)
+                .or_else(|| get(b))
+                .ok_or_else(|| format!("driver-s3: config key `{a}` (or `{b}`) is required"))
+        };
+        let credentials = Credentials::new(
+            either("access_key", "access_key_id")?,
+            either("secret_key", "secret_access_key")?,
+        );
         Ok(Driver {
             bucket,
             credentials,

@@ -86,9 +86,8 @@ fn run(command: &str) -> Result<Result<String, LedgerError>, String> {
             ledger::balance_at(arg(1), arg(2), at).map(|b| balance(b).to_string())
         }
         "lookup" => ledger::lookup(arg(1)).map(|e| e.map_or("none".into(), |e| entry(&e))),
-        "issued" => {
-            ledger::issued(arg(1)).map(|a| ((u128::from(a.hi) << 64) | u128::from(a.lo)).to_string())
-        }
+        "issued" => ledger::issued(arg(1))
+            .map(|a| ((u128::from(a.hi) << 64) | u128::from(a.lo)).to_string()),
         "accounts" => ledger::list_accounts(arg(1), None, 1000).map(|p| {
             p.rows
                 .iter()

@@ -5,7 +5,9 @@
 //!
 //! ```toml
 //! [ledger]
-//! path = "state/ledger.redb"      # required once an agent holds a ledger grant
+//! backend = "embedded"            # or "postgres"; default "embedded"
+//! path = "state/ledger.redb"      # embedded: required once an agent holds a ledger grant
+//! # url = "${DATABASE_URL}"       # postgres (build with `--features ledger-pg`): required
 //!
 //! [[agents]]
 //! name = "billing"
@@ -20,17 +22,34 @@
 //! `*` for all). Asset patterns match asset names; account patterns match
 //! account names in every asset. What each operation needs is
 //! [`Grant::allows`].
+//!
+//! [`open_backend`] opens the configured backend as an `Arc<dyn Ledger>`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use toka_core::{AgentConfig, ConfigError, RuntimeConfig};
 
-use crate::{ISSUANCE, MAX_ACCOUNT_NAME, Op, valid_account, valid_asset};
+use crate::{Embedded, Error, ISSUANCE, Ledger, MAX_ACCOUNT_NAME, Op, valid_account, valid_asset};
 
 /// The top-level section the capability owns.
 pub const SECTION: &str = "ledger";
 /// The keys of [`SECTION`].
-pub const SECTION_KEYS: &[&str] = &["path"];
+pub const SECTION_KEYS: &[&str] = &["backend", "path", "url"];
+
+/// What a build without the PostgreSQL backend says when asked for it.
+const NO_PG: &str = "this build has no PostgreSQL ledger backend: rebuild with \
+                     `--features ledger-pg` (toka-ledger's feature `pg`)";
+
+/// Key `backend` of `[ledger]`: where the ledger lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// `"embedded"` (the default): one redb file, key `path`.
+    #[default]
+    Embedded,
+    /// `"postgres"`: a PostgreSQL database, key `url` (feature `pg`).
+    Postgres,
+}
 /// The `[[agents]]` keys the capability owns.
 pub const AGENT_KEYS: &[&str] = &[
     "ledger_mint",
@@ -41,26 +60,133 @@ pub const AGENT_KEYS: &[&str] = &[
 ];
 
 /// `[ledger]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct LedgerConfig {
-    /// Key `path`: the ledger file, relative to the config file's
-    /// directory. No default: a ledger grant without it fails at startup.
+    /// Key `backend`.
+    pub backend: Backend,
+    /// Key `path` (embedded): the ledger file, relative to the config
+    /// file's directory. No default: a ledger grant without it fails at
+    /// startup.
     pub path: Option<PathBuf>,
+    /// Key `url` (postgres, required there): a `postgresql://` URL or a
+    /// `key=value` connection string, usually `"${DATABASE_URL}"` (the
+    /// loader interpolates it) so the password stays out of the file.
+    pub url: Option<String>,
     /// Keys of `[ledger]` this version does not know, located, for a warning.
     pub unknown: Vec<String>,
 }
 
+impl std::fmt::Debug for LedgerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL itself: it may carry a password.
+        f.debug_struct("LedgerConfig")
+            .field("backend", &self.backend)
+            .field("path", &self.path)
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("unknown", &self.unknown)
+            .finish()
+    }
+}
+
 impl LedgerConfig {
     /// `[ledger]` of `config` (declared with [`SECTION`]); empty when absent.
+    /// A backend this build lacks, a key of the other backend, a postgres
+    /// backend without `url` or a `url` that does not parse is an error at
+    /// its key.
     pub fn from_config(config: &RuntimeConfig) -> Result<Self, ConfigError> {
         let Some(s) = config.section(SECTION) else {
             return Ok(LedgerConfig::default());
         };
+        let backend = match s.get_str("backend")? {
+            None | Some("embedded") => Backend::Embedded,
+            Some("postgres") if cfg!(feature = "pg") => Backend::Postgres,
+            Some("postgres") => return Err(s.invalid("backend", NO_PG)),
+            Some(other) => {
+                return Err(s.invalid(
+                    "backend",
+                    format!(
+                        "unknown backend `{}`: use \"embedded\" or \"postgres\"",
+                        toka_core::text::bounded(other, 40)
+                    ),
+                ));
+            }
+        };
+        let path = s.get_path("path")?;
+        let url = s.get_str("url")?.map(str::to_owned);
+        match backend {
+            Backend::Embedded if url.is_some() => {
+                return Err(s.invalid(
+                    "url",
+                    "`url` is for backend = \"postgres\"; the embedded backend uses `path`",
+                ));
+            }
+            Backend::Postgres if path.is_some() => {
+                return Err(s.invalid(
+                    "path",
+                    "`path` is for the embedded backend; backend = \"postgres\" uses `url`",
+                ));
+            }
+            Backend::Postgres => match &url {
+                None => {
+                    return Err(s.invalid(
+                        "url",
+                        "backend = \"postgres\" needs `url` (e.g. url = \"${DATABASE_URL}\")",
+                    ));
+                }
+                Some(url) => check_url(url).map_err(|m| s.invalid("url", m))?,
+            },
+            Backend::Embedded => {}
+        }
         Ok(LedgerConfig {
-            path: s.get_path("path")?,
+            backend,
+            path,
+            url,
             unknown: s.unknown_keys(SECTION_KEYS),
         })
     }
+}
+
+/// Whether `url` parses as a connection string (the message never repeats
+/// it: it may hold a password).
+#[cfg(feature = "pg")]
+fn check_url(url: &str) -> Result<(), String> {
+    url.parse::<postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| format!("not a PostgreSQL connection URL or string: {e}"))
+}
+
+#[cfg(not(feature = "pg"))]
+fn check_url(_: &str) -> Result<(), String> {
+    Ok(())
+}
+
+/// Opens the backend `config` names: the embedded file at `path`, or (with
+/// feature `pg`) the database at `url`, migrated on the way. Absent
+/// `[ledger]` keys mean the embedded backend, which then needs `path`.
+pub fn open_backend(config: &LedgerConfig) -> crate::Result<Arc<dyn Ledger>> {
+    match config.backend {
+        Backend::Embedded => {
+            let path = config.path.as_deref().ok_or_else(|| {
+                Error::Config("[ledger] path is not set (the embedded ledger file)".into())
+            })?;
+            Ok(Arc::new(Embedded::open(path)?))
+        }
+        Backend::Postgres => open_postgres(config),
+    }
+}
+
+#[cfg(feature = "pg")]
+fn open_postgres(config: &LedgerConfig) -> crate::Result<Arc<dyn Ledger>> {
+    let url = config
+        .url
+        .as_deref()
+        .ok_or_else(|| Error::Config("[ledger] url is not set (backend = \"postgres\")".into()))?;
+    Ok(Arc::new(crate::Postgres::connect(url)?))
+}
+
+#[cfg(not(feature = "pg"))]
+fn open_postgres(_: &LedgerConfig) -> crate::Result<Arc<dyn Ledger>> {
+    Err(Error::Config(NO_PG.into()))
 }
 
 /// A name, or a prefix ending in `*`.
@@ -194,6 +320,10 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> RuntimeConfig {
+        parse_env(text, &|_| None)
+    }
+
+    fn parse_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> RuntimeConfig {
         RuntimeConfig::parse_declared(
             text,
             Path::new("x.toml"),
@@ -202,9 +332,72 @@ mod tests {
                 sections: &[SECTION],
                 agent_keys: AGENT_KEYS,
             },
-            &|_| None,
+            env,
         )
         .unwrap()
+    }
+
+    fn ledger_err(text: &str) -> String {
+        LedgerConfig::from_config(&parse(text))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn backends_parse_with_located_errors() {
+        let c = LedgerConfig::from_config(&parse("[ledger]\npath = \"l.redb\"\n")).unwrap();
+        assert_eq!(c.backend, Backend::Embedded);
+        let c = LedgerConfig::from_config(&parse(
+            "[ledger]\nbackend = \"embedded\"\npath = \"l.redb\"\n",
+        ))
+        .unwrap();
+        assert_eq!(c.backend, Backend::Embedded);
+
+        let err = ledger_err("[ledger]\nbackend = \"mysql\"\n");
+        assert!(
+            err.starts_with("x.toml:2:11: ledger.backend: unknown backend `mysql`"),
+            "{err}"
+        );
+        let err = ledger_err("[ledger]\nbackend = 1\n");
+        assert!(err.starts_with("x.toml:2:11: ledger.backend: "), "{err}");
+        let err = ledger_err("[ledger]\npath = \"l.redb\"\nurl = \"postgres://x\"\n");
+        assert!(err.starts_with("x.toml:3:7: ledger.url: "), "{err}");
+
+        // With `pg` (the tests always have it, see Cargo.toml): postgres
+        // needs a url that parses, and `${VAR}` is the loader's.
+        let c = LedgerConfig::from_config(&parse_env(
+            "[ledger]\nbackend = \"postgres\"\nurl = \"${DATABASE_URL}\"\n",
+            &|v| (v == "DATABASE_URL").then(|| "postgresql://u:secret@127.0.0.1/db".into()),
+        ))
+        .unwrap();
+        assert_eq!(c.backend, Backend::Postgres);
+        assert_eq!(c.url.as_deref(), Some("postgresql://u:secret@127.0.0.1/db"));
+        assert!(!format!("{c:?}").contains("secret"));
+        let err = ledger_err("[ledger]\nbackend = \"postgres\"\n");
+        assert!(err.starts_with("x.toml:1:1: ledger.url: "), "{err}");
+        let err = ledger_err(
+            "[ledger]\nbackend = \"postgres\"\nurl = \"postgresql://u:secret@h:notaport/\"\n",
+        );
+        assert!(err.starts_with("x.toml:3:7: ledger.url: "), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+        let err = ledger_err("[ledger]\nbackend = \"postgres\"\nurl = \"host=h\"\npath = \"l\"\n");
+        assert!(err.starts_with("x.toml:4:8: ledger.path: "), "{err}");
+    }
+
+    #[test]
+    fn open_backend_needs_the_backend_key() {
+        let Err(err) = open_backend(&LedgerConfig::default()) else {
+            panic!("an embedded backend without a path opened");
+        };
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        let tmp = tempfile::tempdir().unwrap();
+        let l = open_backend(&LedgerConfig {
+            path: Some(tmp.path().join("l.redb")),
+            ..LedgerConfig::default()
+        })
+        .unwrap();
+        l.mint("k", "usd", "a", 1).unwrap();
+        assert!(l.check().unwrap().is_empty());
     }
 
     fn transfer(from: &str, to: &str) -> Op {

@@ -533,6 +533,10 @@ impl Ledger for Embedded {
             .map_err(storage("reading history"))?;
         Ok(last.map_or(0, |(_, v)| v.value().1))
     }
+
+    fn check(&self) -> Result<Vec<String>> {
+        Embedded::check(self)
+    }
 }
 
 /// A durable write transaction that saves redb's allocator state, so a

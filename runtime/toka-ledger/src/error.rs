@@ -1,6 +1,6 @@
 //! The ledger's errors. Five kinds a caller can act on ([`ErrorKind`], what
 //! the `ledger` WIT interface will carry) and the failures underneath
-//! (redb, a damaged file), which never reach a guest verbatim.
+//! (redb, PostgreSQL, a damaged file), which never reach a guest verbatim.
 
 use std::path::PathBuf;
 
@@ -64,6 +64,24 @@ pub enum Error {
         #[source]
         source: redb::Error,
     },
+    /// PostgreSQL failed (connecting, a query, a commit, retries exhausted
+    /// on contention); `action` says at what. The operation did not happen,
+    /// unless the connection was lost during its commit (and again on the
+    /// backend's own second try): then retry it with its key, which
+    /// replays it if it landed.
+    #[cfg(feature = "pg")]
+    #[error("ledger: {action}: {}", describe(source))]
+    Postgres {
+        /// What the ledger was doing.
+        action: &'static str,
+        /// The client's error (a server's carries its SQLSTATE).
+        #[source]
+        source: postgres::Error,
+    },
+    /// `[ledger]` asks for what this build cannot do (a backend not
+    /// compiled in, a missing `path` or `url`).
+    #[error("ledger configuration: {0}")]
+    Config(String),
     /// A record in the file does not decode: the file is damaged.
     #[error("ledger: corrupt record: {0}")]
     Corrupt(String),
@@ -95,7 +113,11 @@ impl Error {
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::UnknownAccount { .. } => ErrorKind::UnknownAccount,
             Error::Invalid(_) => ErrorKind::Invalid,
-            Error::InUse { .. } | Error::Storage { .. } | Error::Corrupt(_) => ErrorKind::Internal,
+            Error::InUse { .. } | Error::Storage { .. } | Error::Config(_) | Error::Corrupt(_) => {
+                ErrorKind::Internal
+            }
+            #[cfg(feature = "pg")]
+            Error::Postgres { .. } => ErrorKind::Internal,
         }
     }
 
@@ -112,5 +134,15 @@ pub(crate) fn storage<E: Into<redb::Error>>(action: &'static str) -> impl FnOnce
     move |e| Error::Storage {
         action,
         source: e.into(),
+    }
+}
+
+/// A PostgreSQL error with the server's message and SQLSTATE (the client's
+/// own `Display` says only "db error" for those).
+#[cfg(feature = "pg")]
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{db} (SQLSTATE {})", db.code().code()),
+        None => e.to_string(),
     }
 }

@@ -169,6 +169,11 @@ impl<L: Ledger> Ledger for Guarded<L> {
         self.readable(asset, ISSUANCE)?;
         self.ledger.issued(asset)
     }
+
+    /// Not for an agent: a check reads every account.
+    fn check(&self) -> Result<Vec<String>> {
+        Err(Error::AccessDenied)
+    }
 }
 
 /// A ledger behind a reference or a shared pointer is a ledger: every
@@ -210,6 +215,9 @@ macro_rules! forward_ledger {
             }
             fn issued(&self, asset: &str) -> Result<u128> {
                 (**self).issued(asset)
+            }
+            fn check(&self) -> Result<Vec<String>> {
+                (**self).check()
             }
         }
     )*};

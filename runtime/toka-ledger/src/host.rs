@@ -143,16 +143,20 @@ fn pattern(p: &config::Pattern) -> String {
 
 /// The backend `cfg` configures, and whether its reads are remote.
 fn open_backend(cfg: &LedgerConfig) -> Result<(Shared, bool), CapError> {
-    let Some(path) = &cfg.path else {
+    let remote = cfg.backend == config::Backend::Postgres;
+    if !remote && cfg.path.is_none() {
         return Err(CapError::shared(
             "an agent holds a `ledger_*` grant but no ledger is configured: set `[ledger] path`",
         ));
-    };
-    // The file is configured; failing to open it is the ledger's (I/O, held
-    // by another process, damaged): exit 1, not the operator's 2.
-    let ledger = crate::Embedded::open(path)
-        .map_err(|e| CapError::failure(format!("ledger {}: {e}", path.display())))?;
-    Ok((Arc::new(ledger), false))
+    }
+    // Configured; failing to open it is the ledger's (I/O, held by another
+    // process, damaged, the database unreachable): exit 1, not the
+    // operator's 2, unless the configuration itself is what is wrong.
+    let ledger = config::open_backend(cfg).map_err(|e| match e {
+        Error::Config(m) => CapError::shared(format!("[ledger]: {m}")),
+        e => CapError::failure(format!("ledger: {e}")),
+    })?;
+    Ok((ledger, remote))
 }
 
 /// One agent's view of the ledger.

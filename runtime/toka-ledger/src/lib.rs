@@ -1,6 +1,7 @@
 //! A double-entry ledger for Toka agents: the model behind the `ledger`
-//! capability (agents that meter usage, sell credits or settle payments)
-//! and its embedded, crash-safe backend on redb.
+//! capability (agents that meter usage, sell credits or settle payments),
+//! its embedded, crash-safe backend on redb and (feature `pg`) a PostgreSQL
+//! backend several processes can share.
 //!
 //! # Model
 //! - **Accounts** are named per asset: `(asset, account)`. Each has a
@@ -43,8 +44,12 @@
 //! - this module: the model ([`Op`], [`Entry`], [`Account`]) and the
 //!   backend-neutral [`Ledger`] trait;
 //! - [`embedded`]: [`Embedded`], the redb backend;
+//! - `postgres` (feature `pg`): `Postgres`, the PostgreSQL backend, with
+//!   the same semantics (its module doc has its transactions, ids and
+//!   migrations);
 //! - [`error`]: [`Error`] and the five kinds a caller sees ([`ErrorKind`]);
-//! - [`config`]: `[ledger]` and the agents' `ledger_*` grants ([`config::Grant`]);
+//! - [`config`]: `[ledger]` (which backend, [`config::open_backend`]) and
+//!   the agents' `ledger_*` grants ([`config::Grant`]);
 //! - [`guard`]: [`Guarded`], one agent's view of a ledger, checked against
 //!   its grant, with its idempotency keys scoped to it;
 //! - `host` (feature `host`): the `ledger` capability the kernel links.
@@ -56,12 +61,16 @@ pub mod error;
 pub mod guard;
 #[cfg(feature = "host")]
 pub mod host;
+#[cfg(feature = "pg")]
+pub mod postgres;
 
 use serde::{Deserialize, Serialize};
 
 pub use embedded::Embedded;
 pub use error::{Error, ErrorKind, Result};
 pub use guard::Guarded;
+#[cfg(feature = "pg")]
+pub use postgres::Postgres;
 
 /// The name of each asset's issuance account (`#` is not allowed in the
 /// names callers give, so no caller can open, credit or debit it).
@@ -297,6 +306,14 @@ pub trait Ledger: Send + Sync {
 
     /// The account's balance right after entry `at` (0 before its first).
     fn balance_at(&self, asset: &str, account: &str, at: EntryId) -> Result<i128>;
+
+    /// Checks every invariant over the whole ledger and returns what is
+    /// wrong (empty: all holds): balances sum to zero per asset, none is
+    /// below its overdraft, history chains end at the balances, postings
+    /// match their operations, entry ids run from 1 without gaps. Reads
+    /// everything: for tests and `toka ledger check`. An agent's view
+    /// ([`Guarded`]) answers [`Error::AccessDenied`].
+    fn check(&self) -> Result<Vec<String>>;
 
     /// The amount of `asset` in circulation (minted less burnt).
     fn issued(&self, asset: &str) -> Result<u128> {

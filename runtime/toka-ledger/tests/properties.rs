@@ -1,5 +1,6 @@
-//! Property tests of the ledger's invariants against the embedded backend
-//! (a real redb file per case), next to a model kept in plain maps:
+//! Property tests of the ledger's invariants, the same steps and checks
+//! against both backends (a real redb file per case; a fresh database on a
+//! real PostgreSQL per case), next to a model kept in plain maps:
 //!
 //! - total issued = the sum of the balances, per asset, after every step;
 //! - no balance below zero unless its account has an overdraft, and never
@@ -11,10 +12,13 @@
 //!   and no key;
 //! - the backend agrees with the model on every answer and balance.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 
+use common::Backend;
 use proptest::prelude::*;
-use toka_ledger::{Embedded, Entry, ErrorKind, ISSUANCE, Ledger, MAX_AMOUNT, Op, WideSum};
+use toka_ledger::{Entry, ErrorKind, ISSUANCE, Ledger, MAX_AMOUNT, Op, WideSum};
 
 const ASSETS: [&str; 2] = ["usd", "eur"];
 const ACCOUNTS: [&str; 4] = ["a", "b", "user/c", "d"];
@@ -135,7 +139,7 @@ struct Snapshot {
     entries: u64,
 }
 
-fn snapshot(l: &Embedded) -> Snapshot {
+fn snapshot(l: &dyn Ledger) -> Snapshot {
     let mut accounts = BTreeMap::new();
     let mut history = BTreeMap::new();
     for asset in ASSETS {
@@ -162,7 +166,7 @@ fn snapshot(l: &Embedded) -> Snapshot {
 }
 
 /// The invariants, read back from the backend.
-fn check_invariants(l: &Embedded, model: &Model) -> Result<(), TestCaseError> {
+fn check_invariants(l: &dyn Ledger, model: &Model) -> Result<(), TestCaseError> {
     let problems = l.check().unwrap();
     prop_assert!(problems.is_empty(), "{:#?}", problems);
     for asset in ASSETS {
@@ -204,6 +208,89 @@ fn check_invariants(l: &Embedded, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Applies `steps` to a fresh ledger of `backend` and to the model,
+/// checking everything after each step.
+fn run_steps(backend: Backend, steps: &[Step]) -> Result<(), TestCaseError> {
+    let fresh = backend.fresh();
+    let l: &dyn Ledger = &*fresh;
+    let mut model = Model::default();
+    let mut applied: Vec<(String, Entry)> = Vec::new();
+    let mut keys: HashMap<String, Op> = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        let before = snapshot(l);
+        match step {
+            Step::Fresh(op) => {
+                let key = format!("key-{i}");
+                let got = l.apply(&key, op);
+                match (model.apply(op), got) {
+                    (Ok(next), Ok(entry)) => {
+                        prop_assert_eq!(entry.id, next.entries);
+                        prop_assert_eq!(&entry.op, op);
+                        for p in &entry.postings {
+                            prop_assert_eq!(
+                                next.accounts
+                                    .get(&(op.asset().to_owned(), p.account.clone()))
+                                    .map(|r| r.0),
+                                Some(p.balance)
+                            );
+                        }
+                        model = next;
+                        keys.insert(key.clone(), op.clone());
+                        applied.push((key, entry));
+                    }
+                    (Err(kind), Err(e)) => {
+                        prop_assert_eq!(kind, e.kind(), "{}", e);
+                        // All or nothing, and the key stays free.
+                        prop_assert_eq!(&snapshot(l), &before);
+                        prop_assert_eq!(l.lookup(&key).unwrap(), None);
+                    }
+                    (want, got) => {
+                        prop_assert!(false, "model {:?}, backend {:?}", want.map(|_| ()), got)
+                    }
+                }
+            }
+            Step::Replay(n) => {
+                if applied.is_empty() {
+                    continue;
+                }
+                let (key, entry) = &applied[n % applied.len()];
+                let again = l.apply(key, &entry.op).unwrap();
+                prop_assert_eq!(&again, entry);
+                prop_assert_eq!(&snapshot(l), &before);
+            }
+            Step::Reuse(n, op) => {
+                if applied.is_empty() {
+                    continue;
+                }
+                let (key, entry) = &applied[n % applied.len()];
+                let got = l.apply(key, op);
+                if op.validate().is_err() {
+                    // Arguments are checked before the key is looked up.
+                    prop_assert_eq!(got.unwrap_err().kind(), ErrorKind::Invalid);
+                } else if *op == keys[key] {
+                    prop_assert_eq!(&got.unwrap(), entry);
+                } else {
+                    prop_assert_eq!(got.unwrap_err().kind(), ErrorKind::Conflict);
+                }
+                prop_assert_eq!(&snapshot(l), &before);
+            }
+        }
+        check_invariants(l, &model)?;
+    }
+    // balance_at agrees with a replay of the journal.
+    let mut running: HashMap<(String, String), i128> = HashMap::new();
+    for (_, entry) in &applied {
+        for p in &entry.postings {
+            let key = (entry.op.asset().to_owned(), p.account.clone());
+            let b = running.entry(key.clone()).or_default();
+            *b += p.delta;
+            prop_assert_eq!(*b, p.balance);
+            prop_assert_eq!(l.balance_at(&key.0, &key.1, entry.id).unwrap(), *b);
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     // No regressions file: a failure prints its minimal input, which a
     // case in tests/basics.rs should then pin.
@@ -214,75 +301,22 @@ proptest! {
     })]
 
     #[test]
-    fn invariants_hold_at_every_step(steps in prop::collection::vec(step(), 1..60)) {
-        let tmp = tempfile::tempdir().unwrap();
-        let l = Embedded::open(&tmp.path().join("ledger.redb")).unwrap();
-        let mut model = Model::default();
-        let mut applied: Vec<(String, Entry)> = Vec::new();
-        let mut keys: HashMap<String, Op> = HashMap::new();
-        for (i, step) in steps.iter().enumerate() {
-            let before = snapshot(&l);
-            match step {
-                Step::Fresh(op) => {
-                    let key = format!("key-{i}");
-                    let got = l.apply(&key, op);
-                    match (model.apply(op), got) {
-                        (Ok(next), Ok(entry)) => {
-                            prop_assert_eq!(entry.id, next.entries);
-                            prop_assert_eq!(&entry.op, op);
-                            for p in &entry.postings {
-                                prop_assert_eq!(
-                                    next.accounts.get(&(op.asset().to_owned(), p.account.clone())).map(|r| r.0),
-                                    Some(p.balance)
-                                );
-                            }
-                            model = next;
-                            keys.insert(key.clone(), op.clone());
-                            applied.push((key, entry));
-                        }
-                        (Err(kind), Err(e)) => {
-                            prop_assert_eq!(kind, e.kind(), "{}", e);
-                            // All or nothing, and the key stays free.
-                            prop_assert_eq!(&snapshot(&l), &before);
-                            prop_assert_eq!(l.lookup(&key).unwrap(), None);
-                        }
-                        (want, got) => prop_assert!(false, "model {:?}, backend {:?}", want.map(|_| ()), got),
-                    }
-                }
-                Step::Replay(n) => {
-                    if applied.is_empty() { continue; }
-                    let (key, entry) = &applied[n % applied.len()];
-                    let again = l.apply(key, &entry.op).unwrap();
-                    prop_assert_eq!(&again, entry);
-                    prop_assert_eq!(&snapshot(&l), &before);
-                }
-                Step::Reuse(n, op) => {
-                    if applied.is_empty() { continue; }
-                    let (key, entry) = &applied[n % applied.len()];
-                    let got = l.apply(key, op);
-                    if op.validate().is_err() {
-                        // Arguments are checked before the key is looked up.
-                        prop_assert_eq!(got.unwrap_err().kind(), ErrorKind::Invalid);
-                    } else if *op == keys[key] {
-                        prop_assert_eq!(&got.unwrap(), entry);
-                    } else {
-                        prop_assert_eq!(got.unwrap_err().kind(), ErrorKind::Conflict);
-                    }
-                    prop_assert_eq!(&snapshot(&l), &before);
-                }
-            }
-            check_invariants(&l, &model)?;
-        }
-        // balance_at agrees with a replay of the journal.
-        let mut running: HashMap<(String, String), i128> = HashMap::new();
-        for (_, entry) in &applied {
-            for p in &entry.postings {
-                let key = (entry.op.asset().to_owned(), p.account.clone());
-                let b = running.entry(key.clone()).or_default();
-                *b += p.delta;
-                prop_assert_eq!(*b, p.balance);
-                prop_assert_eq!(l.balance_at(&key.0, &key.1, entry.id).unwrap(), *b);
-            }
-        }
+    fn embedded_invariants_hold_at_every_step(steps in prop::collection::vec(step(), 1..60)) {
+        run_steps(Backend::Embedded, &steps)?;
+    }
+}
+
+proptest! {
+    // Fewer cases: each is a new database and every step a few round
+    // trips, and the suite should stay well under a minute.
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn postgres_invariants_hold_at_every_step(steps in prop::collection::vec(step(), 1..60)) {
+        run_steps(Backend::Postgres, &steps)?;
     }
 }

@@ -11,8 +11,8 @@
 //! keys, to see what the agent sees or act exactly as it would.
 //!
 //! The ledger is the one `[ledger]` names in the configuration `toka run`
-//! takes. The embedded file is held by one process at a time: stop
-//! `toka run` first.
+//! takes: the embedded file (held by one process at a time: stop `toka
+//! run` first) or the PostgreSQL database (shared: `toka run` may go on).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,8 +21,8 @@ use anyhow::{Context as _, anyhow};
 use clap::Subcommand;
 use toka_core::RuntimeConfig;
 use toka_core::config::Declared;
-use toka_ledger::config::{AGENT_KEYS, Grant, LedgerConfig, SECTION};
-use toka_ledger::{Embedded, Entry, Error, ErrorKind, Guarded, Ledger, MAX_PAGE};
+use toka_ledger::config::{AGENT_KEYS, Backend, Grant, LedgerConfig, SECTION, open_backend};
+use toka_ledger::{Entry, Error, ErrorKind, Guarded, Ledger, MAX_PAGE};
 
 use super::ConfigArg;
 use crate::exit::bad;
@@ -289,25 +289,27 @@ fn load(config: &Path) -> anyhow::Result<RuntimeConfig> {
     Ok(RuntimeConfig::load_declared(config, &declared)?)
 }
 
-/// The ledger `config` names; only a write may create it.
-fn backend(config: &Path, create: bool) -> anyhow::Result<(RuntimeConfig, Embedded)> {
+/// The ledger `config` names; only a write may create an embedded one.
+fn backend(config: &Path, create: bool) -> anyhow::Result<(RuntimeConfig, Arc<dyn Ledger>)> {
     let cfg = load(config)?;
     let lc = LedgerConfig::from_config(&cfg)?;
-    let path = lc.path.ok_or_else(|| {
-        bad(anyhow!(
-            "no ledger configured: set [ledger] path in {}",
-            config.display()
-        ))
-    })?;
-    if !create && !path.exists() {
-        return Err(bad(anyhow!(
-            "no ledger at {} yet (a write such as `toka ledger mint` creates it)",
-            path.display()
-        )));
+    if lc.backend == Backend::Embedded {
+        let path = lc.path.as_deref().ok_or_else(|| {
+            bad(anyhow!(
+                "no ledger configured: set [ledger] path in {}",
+                config.display()
+            ))
+        })?;
+        if !create && !path.exists() {
+            return Err(bad(anyhow!(
+                "no ledger at {} yet (a write such as `toka ledger mint` creates it)",
+                path.display()
+            )));
+        }
     }
-    let ledger = Embedded::open(&path)
+    let ledger = open_backend(&lc)
         .map_err(fail)
-        .with_context(|| format!("ledger {}", path.display()))?;
+        .context("opening the ledger")?;
     Ok((cfg, ledger))
 }
 
@@ -324,14 +326,14 @@ fn open(config: &Path, agent: Option<&str>, create: bool) -> anyhow::Result<Box<
         .ok_or_else(|| bad(anyhow!("no agent `{name}` in {}", config.display())))?;
     // An agent with no grant is denied everything, as it would be.
     let grant = Grant::from_agent(agent)?.unwrap_or_default();
-    Ok(Box::new(Guarded::new(Arc::new(ledger), name, grant)))
+    Ok(Box::new(Guarded::new(ledger, name, grant)))
 }
 
 /// The operator's mistakes (a bad name, too little money, a key reused, an
 /// account that does not exist or is not granted, a file in use) exit 2.
 fn fail(e: Error) -> anyhow::Error {
     match e.kind() {
-        ErrorKind::Internal if !matches!(e, Error::InUse { .. }) => e.into(),
+        ErrorKind::Internal if !matches!(e, Error::InUse { .. } | Error::Config(_)) => e.into(),
         _ => bad(e),
     }
 }
