@@ -114,11 +114,22 @@ async fn read_only_dir_is_listed_and_read_but_never_changed() {
     assert_eq!(results[2], "ok:hello");
     assert_eq!(results[3], "ok:bee");
     for (i, result) in results.iter().enumerate().skip(4) {
-        assert!(result.starts_with("err:"), "command {i} changed a read-only dir: {result}");
+        assert!(
+            result.starts_with("err:"),
+            "command {i} changed a read-only dir: {result}"
+        );
     }
     // And nothing changed on the host.
-    assert_eq!(std::fs::read_to_string(root.join("content/a.txt")).unwrap(), "hello");
-    for gone in ["content/new.txt", "content/d", "content/z.txt", "out/stolen.txt"] {
+    assert_eq!(
+        std::fs::read_to_string(root.join("content/a.txt")).unwrap(),
+        "hello"
+    );
+    for gone in [
+        "content/new.txt",
+        "content/d",
+        "content/z.txt",
+        "out/stolen.txt",
+    ] {
         assert!(!root.join(gone).exists(), "{gone} was created");
     }
     assert!(root.join("content/sub/b.txt").exists());
@@ -145,10 +156,25 @@ async fn writable_dir_can_be_written() {
     .await;
     assert_eq!(
         results,
-        ["ok", "ok:written", "ok", "ok", "ok", "ok", "ok", "ok:d,p.txt"]
+        [
+            "ok",
+            "ok:written",
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            "ok:d,p.txt"
+        ]
     );
-    assert_eq!(std::fs::read_to_string(root.join("out/p.txt")).unwrap(), "written");
-    assert_eq!(std::fs::read_to_string(root.join("out/d/x.txt")).unwrap(), "deep");
+    assert_eq!(
+        std::fs::read_to_string(root.join("out/p.txt")).unwrap(),
+        "written"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("out/d/x.txt")).unwrap(),
+        "deep"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +240,10 @@ async fn an_agent_without_the_grant_sees_no_files() {
     for result in &results[1..4] {
         assert!(result.starts_with("err:"), "{result}");
     }
-    assert_eq!(results[4], "ok:/content,/out", "the granted agent beside it");
+    assert_eq!(
+        results[4], "ok:/content,/out",
+        "the granted agent beside it"
+    );
     assert!(!root.join("out/o.txt").exists());
 }
 
@@ -260,9 +289,10 @@ fn check_lists_the_grant() {
     let plan = rt.plan();
     let probe = plan.agents.iter().find(|a| a.name == "probe").unwrap();
     assert!(
-        probe
-            .grants
-            .contains(&format!("dir: /content = {}/content (read-only)", root.display())),
+        probe.grants.contains(&format!(
+            "dir: /content = {}/content (read-only)",
+            root.display()
+        )),
         "{:?}",
         probe.grants
     );

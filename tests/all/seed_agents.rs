@@ -72,7 +72,10 @@ fn files(events: &[Arc<Event>]) -> BTreeMap<String, (u64, String)> {
             let v = json(e);
             (
                 v["path"].as_str().unwrap().to_owned(),
-                (v["size"].as_u64().unwrap(), v["sha256"].as_str().unwrap().to_owned()),
+                (
+                    v["size"].as_u64().unwrap(),
+                    v["sha256"].as_str().unwrap().to_owned(),
+                ),
             )
         })
         .collect()
@@ -147,7 +150,10 @@ async fn indexer_reports_everything_then_only_what_changed() {
         .collect();
     assert_eq!(removed, [serde_json::json!({ "path": "sub/c.txt" })]);
     let done = json(second.last().unwrap());
-    assert_eq!((done["changed"].as_u64(), done["removed"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (done["changed"].as_u64(), done["removed"].as_u64()),
+        (Some(2), Some(1))
+    );
     assert_eq!(done["count"], 4);
     let index: BTreeMap<String, (u64, String)> = done["files"]
         .as_array()
@@ -156,7 +162,10 @@ async fn indexer_reports_everything_then_only_what_changed() {
         .map(|f| {
             (
                 f["path"].as_str().unwrap().to_owned(),
-                (f["size"].as_u64().unwrap(), f["sha256"].as_str().unwrap().to_owned()),
+                (
+                    f["size"].as_u64().unwrap(),
+                    f["sha256"].as_str().unwrap().to_owned(),
+                ),
             )
         })
         .collect();
@@ -284,12 +293,18 @@ async fn scheduler_retries_with_backoff_then_reports_the_failure() {
         .unwrap();
     let failed = run.rec.wait_kind("scheduler.job.failed", 1).await;
     let failed: Value = serde_json::from_str(&failed[0]).unwrap();
-    assert_eq!(failed["attempts"], 4, "the first attempt and 3 retries: {failed}");
+    assert_eq!(
+        failed["attempts"], 4,
+        "the first attempt and 3 retries: {failed}"
+    );
     let errors = failed["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 4);
     for error in errors {
         let text = error.as_str().unwrap();
-        assert!(text.contains("unreachable") && text.contains("ConnectionRefused"), "{text}");
+        assert!(
+            text.contains("unreachable") && text.contains("ConnectionRefused"),
+            "{text}"
+        );
     }
     assert_eq!(failed["error"], errors[3]);
     let retries: Vec<Value> = run
@@ -303,7 +318,10 @@ async fn scheduler_retries_with_backoff_then_reports_the_failure() {
         .map(|r| r["retry_in_ticks"].as_u64().unwrap())
         .collect();
     assert_eq!(waits, [1, 2, 4], "exponential backoff, in ticks");
-    let attempts: Vec<u64> = retries.iter().map(|r| r["attempt"].as_u64().unwrap()).collect();
+    let attempts: Vec<u64> = retries
+        .iter()
+        .map(|r| r["attempt"].as_u64().unwrap())
+        .collect();
     assert_eq!(attempts, [1, 2, 3]);
     assert!(run.rec.payloads("scheduler.job.done").is_empty());
     let report = run.stop().await;

@@ -833,7 +833,11 @@ fn kernel_grants(agent: &toka_core::AgentConfig) -> Vec<String> {
         lines.push(format!("request: {}", list(&agent.request)));
     }
     for dir in &agent.dirs {
-        let mode = if dir.writable { "writable" } else { "read-only" };
+        let mode = if dir.writable {
+            "writable"
+        } else {
+            "read-only"
+        };
         lines.push(format!(
             "dir: {} = {} ({mode})",
             dir.guest,
