@@ -439,3 +439,57 @@ async fn driver_s3() {
         "{out:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexer() {
+    logs();
+    // Its own `every` ticks scan an empty granted directory.
+    let dir = tempfile::tempdir().unwrap();
+    let run = toka_tests::Running::start(
+        &format!(
+            r#"
+            [[agents]]
+            name = "IndexerAgent"
+            module = "indexer.wasm"
+            every = "10ms"
+            publish = ["index.>"]
+            dirs = [{{ host = "{}", guest = "/content" }}]
+            scan_path = "/content"
+            "#,
+            dir.path().display()
+        ),
+        &["index.>"],
+    );
+    let done = run.rec.wait_kind("index.done", 2).await;
+    run.stop().await;
+    let first: serde_json::Value = serde_json::from_str(&done[0]).unwrap();
+    assert_eq!(first["count"], 0, "{first}");
+    assert_eq!(first["files"], serde_json::json!([]));
+    assert_eq!(first["scan"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler() {
+    logs();
+    // No driver serves `s3.put`: with no retries, the first failure is reported.
+    let run = toka_tests::Running::start(
+        r#"
+        [[agents]]
+        name = "SchedulerAgent"
+        module = "scheduler.wasm"
+        subscribe = ["index.done"]
+        publish = ["scheduler.job.>"]
+        request = ["s3.put"]
+        every = "10ms"
+        retries = 0
+        "#,
+        &["scheduler.job.>"],
+    );
+    run.cx.publish("index.done", r#"{"files":[]}"#).unwrap();
+    let failed = run.rec.wait_kind("scheduler.job.failed", 1).await;
+    run.stop().await;
+    let failed: serde_json::Value = serde_json::from_str(&failed[0]).unwrap();
+    assert_eq!(failed["attempts"], 1, "{failed}");
+    assert_eq!(failed["error"], "no-responders", "{failed}");
+    assert_eq!(failed["key"], "index/latest.json", "{failed}");
+}

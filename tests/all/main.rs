@@ -3,6 +3,8 @@
 //! # Layout
 //! - `capabilities`: secrets, vault and auth through a real guest, grants
 //!   and denials;
+//! - `dirs`: the `dirs` grant: read-only and writable preopens, no escape
+//!   through `..` or symlinks, nothing without the grant;
 //! - `bus`: routing, grants, ordering, ticks, init config, native agents, drain;
 //! - `cache`: the precompiled module cache: hits, misses on a changed module
 //!   or other engine settings, corrupt artifacts rebuilt;
@@ -25,11 +27,15 @@
 //!   failure answers, loops, bounds, no deadlock;
 //! - `s3`: the S3 driver guest against a real `moto_server` with
 //!   signature checking on;
+//! - `seed_agents`: `IndexerAgent` over a granted directory (everything,
+//!   then only changes) and `SchedulerAgent` storing the index through the
+//!   S3 driver against moto, retrying with backoff;
 //! - `seam`: what the capability list derives reaches `inspect` and `check`.
 
 mod bus;
 mod cache;
 mod capabilities;
+mod dirs;
 mod faults;
 mod fuzz_regressions;
 mod guests;
@@ -45,4 +51,5 @@ mod modules;
 mod requests;
 mod s3;
 mod seam;
+mod seed_agents;
 mod services;

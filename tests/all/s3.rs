@@ -15,7 +15,7 @@ use toka_tests::{Running, config, logs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BUCKET: &str = "toka-test";
+pub(crate) const BUCKET: &str = "toka-test";
 
 /// Creates the IAM user (allowed `s3:*`), its access key and the bucket,
 /// then turns signature checking on; prints `KEY SECRET`.
@@ -63,12 +63,12 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A `moto_server` child on a free loopback port, killed on drop (then the
 /// next test's may start).
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
     _serial: std::sync::MutexGuard<'static, ()>,
-    port: u16,
-    key: String,
-    secret: String,
+    pub(crate) port: u16,
+    pub(crate) key: String,
+    pub(crate) secret: String,
 }
 
 impl Drop for Moto {
@@ -78,7 +78,7 @@ impl Drop for Moto {
     }
 }
 
-fn python(script: &str, args: &[&str]) -> String {
+pub(crate) fn python(script: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -134,7 +134,7 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 }
 
 /// Start moto and wait (polling, no fixed sleep) until it answers HTTP.
-async fn moto() -> Moto {
+pub(crate) async fn moto() -> Moto {
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -196,7 +196,7 @@ async fn moto() -> Moto {
 
 /// The driver `s3` for the server on port `p` (with `key` and `secret` as
 /// its credentials) and the client `app`, which may only request `s3.>`.
-fn agents(p: u16, key: &str, secret: &str) -> String {
+pub(crate) fn agents(p: u16, key: &str, secret: &str) -> String {
     format!(
         r#"
         [http]

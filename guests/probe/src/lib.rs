@@ -16,6 +16,10 @@
 //!   `block MS` (`pollable.block`), `nap-loop MS` (1 ms sleeps until MS have
 //!   passed); guest strings: `log-flood N BYTES`, `log-fields KEY VALUE`,
 //!   `fail TEXT`, `fail-size BYTES`, `publish-kind-size BYTES`.
+//! - Files (the `dirs` grant): `preopens` (the guest paths, sorted, `,`
+//!   separated), `ls DIR` (entry names, sorted), `cat PATH` (the text),
+//!   `write PATH TEXT` (create or truncate), `mkdir PATH`, `rm PATH`,
+//!   `rmdir PATH`, `rename FROM TO`; errors are the `std::io::ErrorKind`.
 //! - Requests: `request KIND TEXT` (reply or error as the result),
 //!   `request-timeout KIND MS TEXT`, `request-size KIND BYTES`,
 //!   `request-loop N KIND` (N requests of 64 bytes, `:N` when all replied),
@@ -118,6 +122,10 @@ fn recurse(depth: u64) -> u64 {
     recurse(std::hint::black_box(buf[7]) + 1) + buf[3]
 }
 
+fn io_kind(e: std::io::Error) -> String {
+    format!("{:?}", e.kind())
+}
+
 fn millis(arg: &str) -> Result<u64, String> {
     arg.parse().map_err(|_| "bad duration".to_string())
 }
@@ -197,6 +205,46 @@ fn run(command: &str) -> Result<String, String> {
         "read" => std::fs::read(arg1)
             .map(|b| format!(":{}", b.len()))
             .map_err(|e| format!("{:?}", e.kind())),
+        "preopens" => {
+            let mut paths: Vec<String> = ::wasi::filesystem::preopens::get_directories()
+                .into_iter()
+                .map(|(_, path)| path)
+                .collect();
+            paths.sort();
+            Ok(format!(":{}", paths.join(",")))
+        }
+        "ls" => {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(arg1).map_err(io_kind)? {
+                names.push(
+                    entry
+                        .map_err(io_kind)?
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+            names.sort();
+            Ok(format!(":{}", names.join(",")))
+        }
+        "cat" => std::fs::read_to_string(arg1)
+            .map(|text| format!(":{text}"))
+            .map_err(io_kind),
+        "write" => std::fs::write(arg1, rest)
+            .map(|()| String::new())
+            .map_err(io_kind),
+        "mkdir" => std::fs::create_dir(arg1)
+            .map(|()| String::new())
+            .map_err(io_kind),
+        "rm" => std::fs::remove_file(arg1)
+            .map(|()| String::new())
+            .map_err(io_kind),
+        "rmdir" => std::fs::remove_dir(arg1)
+            .map(|()| String::new())
+            .map_err(io_kind),
+        "rename" => std::fs::rename(arg1, rest)
+            .map(|()| String::new())
+            .map_err(io_kind),
         "connect" => std::net::TcpStream::connect(arg1)
             .map(|_| String::new())
             .map_err(|e| format!("{:?}", e.kind())),

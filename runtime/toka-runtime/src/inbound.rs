@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use toka_core::config::Limits;
+use toka_core::config::{DirGrant, Limits};
 use toka_core::event::kinds;
 use toka_core::text::{MAX_ERROR, bounded};
 use toka_http::host::server::{Call, Handler, Refused};
@@ -35,6 +35,8 @@ pub(crate) struct Target {
     pub(crate) name: Arc<str>,
     pub(crate) module: Arc<ModuleCell>,
     pub(crate) caps: Arc<AgentCaps>,
+    /// Its `dirs` grant, preopened for each request's instance.
+    pub(crate) dirs: Arc<[DirGrant]>,
     pub(crate) publisher: Arc<AgentPublisher>,
     pub(crate) limits: Limits,
     pub(crate) budget: Budget,
@@ -74,6 +76,13 @@ impl Handler for Routes {
             t.counters.output.clone(),
         )
         .with_caps(t.caps.clone());
+        let state = match state.with_dirs(&t.dirs) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(agent = %t.name, error = %e, "http handler could not start; answered 503");
+                return Err(Refused::Unavailable(e));
+            }
+        };
         t.counters.starts.fetch_add(1, Ordering::Relaxed);
         match instance::serve_http(&self.engine, proxy, state, t.budget, call) {
             Ok(()) => {

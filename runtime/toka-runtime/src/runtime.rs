@@ -285,7 +285,7 @@ impl Runtime {
                     &mut failed,
                 )?;
                 if let Some(target) = target {
-                    let mut grants = rpc_grants(&agent);
+                    let mut grants = kernel_grants(&agent);
                     for (slot, route) in http_targets.iter_mut().zip(&inbound.routes) {
                         if route.agent == agent.name {
                             *slot = Some(target.clone());
@@ -502,7 +502,7 @@ impl Runtime {
                 every: a.config.every,
                 limits: Some(a.config.limits),
                 settings: a.config.settings.iter().map(|(k, _)| k.clone()).collect(),
-                grants: rpc_grants(&a.config)
+                grants: kernel_grants(&a.config)
                     .into_iter()
                     .chain(a.caps.grants.iter().cloned())
                     .collect(),
@@ -826,8 +826,9 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The request/reply grants of `agent`, as `toka check` prints them.
-fn rpc_grants(agent: &toka_core::AgentConfig) -> Vec<String> {
+/// The kernel's grants of `agent` (request/reply and `dirs`), as `toka
+/// check` prints them.
+fn kernel_grants(agent: &toka_core::AgentConfig) -> Vec<String> {
     let list = |set: &toka_core::PatternSet| {
         set.patterns()
             .iter()
@@ -841,6 +842,18 @@ fn rpc_grants(agent: &toka_core::AgentConfig) -> Vec<String> {
     }
     if !agent.request.is_empty() {
         lines.push(format!("request: {}", list(&agent.request)));
+    }
+    for dir in &agent.dirs {
+        let mode = if dir.writable {
+            "writable"
+        } else {
+            "read-only"
+        };
+        lines.push(format!(
+            "dir: {} = {} ({mode})",
+            dir.guest,
+            dir.host.display()
+        ));
     }
     lines
 }
@@ -913,6 +926,7 @@ fn routed_agent(
         name,
         module,
         caps: capabilities.for_agent(agent).map_err(Error::Capability)?,
+        dirs: agent.dirs.clone().into(),
         publisher,
         limits: agent.limits,
         budget: host::Budget::from_limits(&agent.limits, fuel_metered),

@@ -624,6 +624,7 @@ fn start(cx: &WorkerContext, agent: &WasmAgent, slot: &mut Slot) {
         agent.publisher.clone(),
         agent.counters.output.clone(),
         agent.caps.clone(),
+        &agent.config.dirs,
         &agent.config.limits,
         agent.budget,
     )

@@ -1,7 +1,7 @@
 //! `[[agents]]`: [`AgentConfig`], how agent names and module files are
 //! checked and found, and which keys of an agent's table are built in (the
-//! kernel's: name, module, the bus and request grants, `every`, limits),
-//! owned by a capability, or free-form settings.
+//! kernel's: name, module, the bus and request grants, `every`, `dirs`,
+//! limits), owned by a capability, or free-form settings.
 //!
 //! Capability grants (`secrets`, `vault`, `auth`, ...) are not built in:
 //! each capability declares its keys ([`Declared::agent_keys`](super::Declared::agent_keys))
@@ -21,6 +21,25 @@ use crate::topic::PatternSet;
 
 /// Longest accepted agent name, in characters.
 pub const MAX_AGENT_NAME_LEN: usize = 64;
+
+/// Most directories one agent may be granted with `dirs`.
+pub const MAX_DIRS: usize = 16;
+
+/// One entry of an agent's `dirs` grant: a host directory preopened for the
+/// guest at `guest`, read-only unless `writable`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// Key `host`: the host directory, relative paths resolved against the
+    /// config file's directory. Checked to exist and be a directory when the
+    /// configuration is loaded.
+    pub host: PathBuf,
+    /// Key `guest`: where the guest sees it; absolute (`/content`), no `.`
+    /// or `..` segments, unique within the agent.
+    pub guest: String,
+    /// Key `writable` (default `false`): the guest may create, write,
+    /// rename and remove entries under it.
+    pub writable: bool,
+}
 
 /// One `[[agents]]` entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +71,11 @@ pub struct AgentConfig {
     /// Key `every` (humantime, e.g. `"5s"`, >= 1ms): the agent's own tick
     /// period. Default `None`.
     pub every: Option<Duration>,
+    /// Key `dirs`: host directories preopened for the guest, e.g.
+    /// `dirs = [{ host = "content", guest = "/content" }, { host = "out",
+    /// guest = "/out", writable = true }]`; at most [`MAX_DIRS`]. Default
+    /// empty = no filesystem at all.
+    pub dirs: Vec<DirGrant>,
     /// Effective limits: `[limits]` overridden by the agent's own limit keys.
     pub limits: Limits,
     /// Every other key of the agent's table, in file order, rendered as
@@ -226,6 +250,7 @@ pub(super) fn parse_agent(
     let mut request = PatternSet::default();
     let mut serve = PatternSet::default();
     let mut every = None;
+    let mut dirs = Vec::new();
     let mut limits = *defaults;
     let mut owned = Table::default();
     let mut settings: Vec<(usize, String, String)> = Vec::new();
@@ -242,6 +267,7 @@ pub(super) fn parse_agent(
             "request" => request = doc.patterns(value, &path, Some("requesting"))?,
             "serve" => serve = doc.patterns(value, &path, Some("serving"))?,
             "every" => every = Some(doc.duration(value, &path, Duration::from_millis(1))?),
+            "dirs" => dirs = parse_dirs(doc, name, value, &path)?,
             _ => {
                 if apply_limit(doc, &mut limits, k, value, &path)? {
                     // A limit override.
@@ -268,6 +294,7 @@ pub(super) fn parse_agent(
         request,
         serve,
         every,
+        dirs,
         limits,
         settings: settings.into_iter().map(|(_, k, v)| (k, v)).collect(),
         location: doc.location(node.at()),
@@ -276,12 +303,120 @@ pub(super) fn parse_agent(
     })
 }
 
+/// A guest path for a preopen: absolute, `/`-separated, no empty, `.` or
+/// `..` segments, not `/` itself, at most 255 bytes.
+fn check_guest_path(guest: &str) -> std::result::Result<(), &'static str> {
+    let Some(rest) = guest.strip_prefix('/') else {
+        return Err("must be absolute (start with `/`)");
+    };
+    if guest.len() > 255 {
+        return Err("must be at most 255 bytes");
+    }
+    if rest.is_empty() {
+        return Err("must name a directory below `/`, not `/` itself");
+    }
+    for segment in rest.split('/') {
+        match segment {
+            "" => return Err("must not have empty segments (`//` or a trailing `/`)"),
+            "." | ".." => return Err("must not have `.` or `..` segments"),
+            s if s.chars().any(|c| c.is_control() || c == '\\') => {
+                return Err("must not hold control characters or `\\`");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The `dirs` grant of agent `agent` (see [`DirGrant`]).
+fn parse_dirs(doc: &Doc, agent: &str, node: &Item, path: &str) -> Result<Vec<DirGrant>> {
+    let items = doc.array(
+        node,
+        path,
+        "an array of tables (`dirs = [{ host = \"...\", guest = \"/...\" }]`)",
+    )?;
+    if items.len() > MAX_DIRS {
+        return Err(doc.invalid(
+            node,
+            path,
+            format!("at most {MAX_DIRS} directories, got {}", items.len()),
+        ));
+    }
+    let mut dirs: Vec<DirGrant> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let table = doc.table(item, &at)?;
+        let (mut host, mut guest, mut writable) = (None, None, false);
+        for entry in table {
+            let key = child(&at, &entry.key);
+            match entry.key.as_str() {
+                "host" => host = Some((doc.resolved_path(&entry.item, &key)?, &entry.item)),
+                "guest" => guest = Some((doc.str(&entry.item, &key)?, &entry.item)),
+                "writable" => writable = doc.bool(&entry.item, &key)?,
+                other => {
+                    return Err(doc.invalid(
+                        &entry.item,
+                        &key,
+                        format!("unknown key `{other}` (expected `host`, `guest`, `writable`)"),
+                    ));
+                }
+            }
+        }
+        let Some((host, host_node)) = host else {
+            return Err(doc.invalid(item, &child(&at, "host"), "missing required key `host`"));
+        };
+        let Some((guest, guest_node)) = guest else {
+            return Err(doc.invalid(item, &child(&at, "guest"), "missing required key `guest`"));
+        };
+        let guest_key = child(&at, "guest");
+        check_guest_path(guest).map_err(|why| {
+            doc.invalid(
+                guest_node,
+                &guest_key,
+                format!("guest path {guest:?} {why}"),
+            )
+        })?;
+        if let Some(first) = dirs.iter().position(|d| d.guest == guest) {
+            return Err(doc.invalid(
+                guest_node,
+                &guest_key,
+                format!("guest path {guest:?} is already granted by {path}[{first}]"),
+            ));
+        }
+        // Checked here, when the runtime starts, not when a guest first
+        // looks: a typo is the operator's to fix before anything runs.
+        match std::fs::metadata(&host) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(doc.invalid(
+                    host_node,
+                    &child(&at, "host"),
+                    format!("agent {agent:?}: {} is not a directory", host.display()),
+                ));
+            }
+            Err(e) => {
+                return Err(doc.invalid(
+                    host_node,
+                    &child(&at, "host"),
+                    format!("agent {agent:?}: directory {}: {e}", host.display()),
+                ));
+            }
+        }
+        dirs.push(DirGrant {
+            host,
+            guest: guest.to_owned(),
+            writable,
+        });
+    }
+    Ok(dirs)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::testing::{MINIMAL, no_env, parse, parse_err};
+    use crate::config::testing::{MINIMAL, no_env, parse, parse_err, scratch_dir};
     use crate::config::{Declared, RuntimeConfig};
 
     #[test]
@@ -519,5 +654,110 @@ ratio = 0.5
             err.to_string(),
             "config/x.toml:3:13: agents[0].token_ttl: expected a string, found a float"
         );
+    }
+
+    fn dirs_config(dir: &Path, dirs: &str) -> String {
+        format!("[[agents]]\nname = \"A\"\ndirs = {dirs}\n",)
+            .replace("@", &dir.display().to_string())
+    }
+
+    #[test]
+    fn dirs_grant_resolves_hosts_and_defaults_to_read_only() {
+        let dir = scratch_dir("dirs-ok");
+        std::fs::create_dir_all(dir.join("content")).unwrap();
+        let text = dirs_config(
+            &dir,
+            r#"[{ host = "content", guest = "/content" }, { host = "@/modules", guest = "/out/x", writable = true }]"#,
+        );
+        let file = dir.join("toka.toml");
+        std::fs::write(&file, text).unwrap();
+        let cfg = RuntimeConfig::load(&file).unwrap();
+        assert_eq!(
+            cfg.agents[0].dirs,
+            [
+                DirGrant {
+                    host: dir.join("content"),
+                    guest: "/content".into(),
+                    writable: false,
+                },
+                DirGrant {
+                    host: dir.join("modules"),
+                    guest: "/out/x".into(),
+                    writable: true,
+                },
+            ]
+        );
+        assert!(cfg.agents[0].settings.is_empty(), "dirs is not a setting");
+        assert!(parse(MINIMAL).unwrap().agents[0].dirs.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_dirs_grants_name_the_key() {
+        let dir = scratch_dir("dirs-bad");
+        let ok = dir.join("modules").display().to_string();
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                r#"[{ host = "@/nope", guest = "/c" }]"#,
+                "agents[0].dirs[0].host",
+                "agent \"A\": directory",
+            ),
+            (
+                r#"[{ host = "@/modules", guest = "/c" }, { host = "@/toka.toml", guest = "/d" }]"#,
+                "agents[0].dirs[1].host",
+                "is not a directory",
+            ),
+            (
+                r#"[{ host = "@/modules", guest = "c" }]"#,
+                "agents[0].dirs[0].guest",
+                "absolute",
+            ),
+            (
+                r#"[{ host = "@/modules", guest = "/c/../d" }]"#,
+                "agents[0].dirs[0].guest",
+                "`..`",
+            ),
+            (
+                r#"[{ host = "@/modules", guest = "/" }]"#,
+                "agents[0].dirs[0].guest",
+                "not `/`",
+            ),
+            (
+                r#"[{ host = "@/modules", guest = "/c" }, { host = "@/modules", guest = "/c" }]"#,
+                "agents[0].dirs[1].guest",
+                "already granted by agents[0].dirs[0]",
+            ),
+            (r#"[{ guest = "/c" }]"#, "agents[0].dirs[0].host", "missing"),
+            (
+                r#"[{ host = "@/modules" }]"#,
+                "agents[0].dirs[0].guest",
+                "missing",
+            ),
+            (
+                r#"[{ host = "@/modules", guest = "/c", writeable = true }]"#,
+                "agents[0].dirs[0].writeable",
+                "unknown key",
+            ),
+            (
+                r#"[{ host = "@/modules", guest = "/c", writable = "yes" }]"#,
+                "agents[0].dirs[0].writable",
+                "boolean",
+            ),
+            (r#""@/modules""#, "agents[0].dirs", "array of tables"),
+        ];
+        std::fs::write(dir.join("toka.toml"), "").unwrap();
+        for (dirs, key, message) in cases {
+            let err = parse_err(&dirs_config(&dir, dirs));
+            assert_eq!(err.key(), Some(*key), "{dirs}: {err}");
+            assert_eq!(err.line(), Some(3), "{dirs}: {err}");
+            assert!(err.to_string().contains(message), "{dirs}: {err}");
+        }
+        let many: Vec<String> = (0..=MAX_DIRS)
+            .map(|i| format!("{{ host = \"{ok}\", guest = \"/d{i}\" }}"))
+            .collect();
+        let err = parse_err(&dirs_config(&dir, &format!("[{}]", many.join(", "))));
+        assert_eq!(err.key(), Some("agents[0].dirs"));
+        assert!(err.to_string().contains("at most 16"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

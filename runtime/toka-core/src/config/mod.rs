@@ -71,7 +71,9 @@ use std::sync::Arc;
 
 use toml::de::DeTable;
 
-pub use agents::{AgentConfig, MAX_AGENT_NAME_LEN, Origin, snake_case, valid_agent_name};
+pub use agents::{
+    AgentConfig, DirGrant, MAX_AGENT_NAME_LEN, MAX_DIRS, Origin, snake_case, valid_agent_name,
+};
 pub use error::{ConfigError, Result};
 pub use limits::{Limits, MAX_BUFFER_SIZE, MAX_MEMORY_MB};
 pub use located::{AgentKeys, LocatedTable, Section};
@@ -155,7 +157,7 @@ pub struct Declared<'a> {
     /// `vault`, ...): kept out of [`AgentConfig::settings`] and kept,
     /// interpolated and located, in [`AgentConfig::owned`] (see
     /// [`AgentConfig::keys`]). Names of built-in agent keys (`name`,
-    /// `module`, `subscribe`, `publish`, `request`, `serve`, `every` and the
+    /// `module`, `subscribe`, `publish`, `request`, `serve`, `every`, `dirs` and the
     /// [`Limits`] keys) are ignored here: those keep their built-in meaning.
     ///
     /// A capability's keys that are not declared are plain settings, so a

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use toka_core::Event;
-use toka_core::config::Limits;
+use toka_core::config::{DirGrant, Limits};
 use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::{Agent, types};
@@ -208,18 +208,22 @@ impl Instance {
             publisher,
             output,
             Arc::default(),
+            &[],
             limits,
             budget,
         )
     }
 
-    /// [`Instance::new`] holding the capabilities `caps`.
+    /// [`Instance::new`] holding the capabilities `caps` and the preopened
+    /// directories `dirs` (the agent's `dirs` grant).
+    #[expect(clippy::too_many_arguments, reason = "one per thing an instance holds")]
     pub fn with_caps(
         engine: &Engine,
         module: &Module,
         publisher: Arc<AgentPublisher>,
         output: Arc<OutputCounters>,
         caps: Arc<AgentCaps>,
+        dirs: &[DirGrant],
         limits: &Limits,
         budget: Budget,
     ) -> Result<Self, Fault> {
@@ -230,7 +234,12 @@ impl Instance {
             LogBudget::from_limits(limits),
             output,
         )
-        .with_caps(caps);
+        .with_caps(caps)
+        .with_dirs(dirs)
+        .map_err(|message| Fault {
+            kind: FaultKind::Instantiate,
+            message,
+        })?;
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();

@@ -7,6 +7,14 @@
 //! clocks coarsened to a millisecond so a guest cannot use them as a fine
 //! timer. Stdout and stderr go to the host's log, capped.
 //!
+//! The one filesystem grant is the agent's `dirs` ([`HostState::with_dirs`]):
+//! each host directory is preopened at its guest path, read-only
+//! ([`FsPerms::ReadOnly`]) unless marked `writable`. wasmtime-wasi resolves
+//! every guest path beneath the preopen with `cap-std`, which refuses `..`
+//! past the preopen's root and symlinks (absolute or relative) that lead out
+//! of it. An agent without `dirs` gets no preopens, and building its context
+//! costs nothing more than before.
+//!
 //! The `log` interface is budgeted per instance like stdout: records and
 //! bytes per second (`log_records_per_sec`, `log_bytes_per_sec`), each a
 //! token bucket holding one second's worth. Records over budget are dropped
@@ -20,12 +28,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use toka_core::config::Limits;
+use toka_core::config::{DirGrant, Limits};
 use toka_core::text::{MAX_FIELD_KEY, MAX_FIELD_VALUE, MAX_FIELDS, MAX_LOG_MESSAGE, bounded};
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{
-    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+    FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
 
 use super::bindings::{bus, log, request, types};
@@ -171,6 +179,21 @@ impl HostWallClock for CoarseWall {
     }
 }
 
+/// The context every instance starts from: output to the host's log, no
+/// network, coarse clocks, and nothing else.
+fn wasi_builder(stdout: &GuestOutput, stderr: &GuestOutput) -> WasiCtxBuilder {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .monotonic_clock(CoarseMonotonic(std::time::Instant::now()))
+        .wall_clock(CoarseWall);
+    builder
+}
+
 impl HostState {
     /// Fresh state for one instance of the agent behind `publisher`: at most
     /// `output_cap` bytes of stdout and stderr and `log_budget` of `log`
@@ -185,15 +208,7 @@ impl HostState {
         let name = publisher.name().clone();
         let stdout = GuestOutput::new(name.clone(), Stream::Stdout, output_cap, output.clone());
         let stderr = GuestOutput::new(name, Stream::Stderr, output_cap, output.clone());
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .monotonic_clock(CoarseMonotonic(std::time::Instant::now()))
-            .wall_clock(CoarseWall)
-            .build();
+        let wasi = wasi_builder(&stdout, &stderr).build();
         let mut table = ResourceTable::new();
         // Bounds the handles (streams, pollables) a guest can hold at once.
         table.set_max_capacity(4096);
@@ -218,6 +233,35 @@ impl HostState {
     pub fn with_caps(mut self, caps: Arc<AgentCaps>) -> Self {
         self.caps = caps;
         self
+    }
+
+    /// Preopen `dirs` (the agent's `dirs` grant) for this instance. Each
+    /// host directory is opened now, so one removed since the runtime
+    /// started fails the instance's start with an error naming it. Without
+    /// dirs this does nothing.
+    pub fn with_dirs(mut self, dirs: &[DirGrant]) -> Result<Self, String> {
+        if dirs.is_empty() {
+            return Ok(self);
+        }
+        let mut builder = wasi_builder(&self.stdout, &self.stderr);
+        for dir in dirs {
+            let perms = if dir.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            builder
+                .preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| {
+                    format!(
+                        "dirs: cannot open {} for {}: {e:#}",
+                        dir.host.display(),
+                        dir.guest
+                    )
+                })?;
+        }
+        self.wasi = builder.build();
+        Ok(self)
     }
 
     /// Log any partial last line the guest printed.
