@@ -392,3 +392,56 @@ async fn driver_s3() {
         "{out:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_stripe() {
+    // The service agent alone, without `allowed_hosts`: an API call is
+    // refused by the guard (typed `unreachable`), and a webhook with a bad
+    // signature is typed `bad-signature` (the `stripe` tests run it with
+    // stripe-python's vectors, the route and a stand-in API).
+    logs();
+    let mut rt = Runtime::new(config(
+        r#"
+        [[agents]]
+        name = "stripe"
+        module = "provider_stripe.wasm"
+        serve = ["stripe.>"]
+        publish = ["stripe.>"]
+        secret_key = "sk_test_guests"
+        webhook_secret = "whsec_guests"
+
+        [[agents]]
+        name = "app"
+        module = "probe.wasm"
+        subscribe = ["app.cmd"]
+        publish = ["probe.result"]
+        request = ["stripe.>"]
+        "#,
+    ))
+    .unwrap();
+    let rec = Recorder::new(&["probe.result", "stripe.>"]);
+    rt.register("recorder", rec.clone()).unwrap();
+    let cx = rt.injector("test");
+    cx.publish("app.cmd", r#"request stripe.customers.create {"email":"a@b.c"}"#)
+        .unwrap();
+    cx.publish(
+        "app.cmd",
+        "request stripe.webhook {\"signature\":\"t=1,v1=00\"}\n{\"id\":\"evt_1\",\"type\":\"x.y\"}",
+    )
+    .unwrap();
+    rt.run_until(async {}).await.unwrap();
+    let out = rec.payloads("probe.result");
+    assert_eq!(out.len(), 2, "{out:?}");
+    let api: serde_json::Value =
+        serde_json::from_str(out[0].strip_prefix("err:remote:").expect(&out[0])).unwrap();
+    assert_eq!(
+        (&api["error"], &api["code"]),
+        (&"unreachable".into(), &"HttpRequestDenied".into()),
+        "{api}"
+    );
+    assert!(!out[0].contains("sk_test_guests"), "{out:?}");
+    let hook: serde_json::Value =
+        serde_json::from_str(out[1].strip_prefix("err:remote:").expect(&out[1])).unwrap();
+    assert_eq!(hook["error"], "bad-signature", "{hook}");
+    assert!(rec.payloads("stripe.x.y").is_empty());
+}

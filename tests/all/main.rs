@@ -25,7 +25,9 @@
 //!   failure answers, loops, bounds, no deadlock;
 //! - `s3`: the S3 driver guest against a real `moto_server` with
 //!   signature checking on;
-//! - `seam`: what the capability list derives reaches `inspect` and `check`.
+//! - `seam`: what the capability list derives reaches `inspect` and `check`;
+//! - `stripe`: the Stripe provider guest against stripe-python's webhook
+//!   vectors and form encoder, and a loopback stand-in for Stripe's API.
 
 mod bus;
 mod cache;
@@ -44,3 +46,4 @@ mod modules;
 mod requests;
 mod s3;
 mod seam;
+mod stripe;
