@@ -422,8 +422,11 @@ async fn provider_stripe() {
     let rec = Recorder::new(&["probe.result", "stripe.>"]);
     rt.register("recorder", rec.clone()).unwrap();
     let cx = rt.injector("test");
-    cx.publish("app.cmd", r#"request stripe.customers.create {"email":"a@b.c"}"#)
-        .unwrap();
+    cx.publish(
+        "app.cmd",
+        r#"request stripe.customers.create {"email":"a@b.c"}"#,
+    )
+    .unwrap();
     cx.publish(
         "app.cmd",
         "request stripe.webhook {\"signature\":\"t=1,v1=00\"}\n{\"id\":\"evt_1\",\"type\":\"x.y\"}",

@@ -179,12 +179,16 @@ fn stripe_error(fields: Value) -> String {
 /// might), anything else 200 with an object naming the path.
 fn answer(call: &Call) -> (u16, String) {
     let path = call.target.split('?').next().unwrap();
-    let error = path.strip_prefix("/v1/customers/cus_e").map(|s| s.to_owned());
+    let error = path
+        .strip_prefix("/v1/customers/cus_e")
+        .map(|s| s.to_owned());
     match error.as_deref() {
         Some("400") => (
             400,
-            stripe_error(json!({"type": "invalid_request_error", "code": "parameter_unknown",
-                "param": "colour", "message": "Received unknown parameter: colour"})),
+            stripe_error(
+                json!({"type": "invalid_request_error", "code": "parameter_unknown",
+                "param": "colour", "message": "Received unknown parameter: colour"}),
+            ),
         ),
         Some("401") => (
             401,
@@ -205,8 +209,10 @@ fn answer(call: &Call) -> (u16, String) {
         ),
         Some("404") => (
             404,
-            stripe_error(json!({"type": "invalid_request_error", "code": "resource_missing",
-                "param": "id", "message": "No such customer: 'cus_e404'"})),
+            stripe_error(
+                json!({"type": "invalid_request_error", "code": "resource_missing",
+                "param": "id", "message": "No such customer: 'cus_e404'"}),
+            ),
         ),
         Some("409") => (
             409,
@@ -215,8 +221,10 @@ fn answer(call: &Call) -> (u16, String) {
         ),
         Some("429") => (
             429,
-            stripe_error(json!({"type": "invalid_request_error", "code": "rate_limit",
-                "message": "Too many requests"})),
+            stripe_error(
+                json!({"type": "invalid_request_error", "code": "rate_limit",
+                "message": "Too many requests"}),
+            ),
         ),
         Some("500") => (
             500,
@@ -284,10 +292,16 @@ async fn serve(mut s: TcpStream, calls: Arc<Mutex<Vec<Call>>>) {
     }
 }
 
-/// The two provider agents, the probe `app`, and the route.
-fn toml(api_port: u16) -> String {
+/// The two provider agents, the probe `app`, and the route; with `kv`, a
+/// store at that path and the `kv` grant for the service agent.
+fn toml(api_port: u16, kv: Option<&std::path::Path>) -> String {
+    let (store, grant) = match kv {
+        Some(path) => (format!("[kv]\npath = {path:?}"), "kv = true"),
+        None => (String::new(), ""),
+    };
     format!(
         r#"
+        {store}
         [http]
         listen = "127.0.0.1:0"
         allow_private = ["127.0.0.1/32"]
@@ -306,6 +320,7 @@ fn toml(api_port: u16) -> String {
         webhook_secret = "{OLD}, {NEW}"
         api_base = "http://127.0.0.1:{api_port}"
         api_version = "2024-06-20"
+        {grant}
 
         [[agents]]
         name = "stripe-webhook"
@@ -334,10 +349,14 @@ struct Stripe {
 
 impl Stripe {
     async fn start() -> Stripe {
+        Stripe::start_with(None).await
+    }
+
+    async fn start_with(kv: Option<&std::path::Path>) -> Stripe {
         logs();
         let api = Api::start().await;
         let (rt, rec) = with_recorder(
-            &toml(api.port),
+            &toml(api.port, kv),
             &["stripe.>", "probe.>", "toka.dead-letter"],
         );
         let addr = rt.http_listener().expect("the listener is bound");
@@ -361,10 +380,7 @@ impl Stripe {
             .await
             .expect("runtime task")
             .expect("runtime ends cleanly");
-        assert!(
-            report.agents.iter().all(|a| a.faults == 0),
-            "{report:?}"
-        );
+        assert!(report.agents.iter().all(|a| a.faults == 0), "{report:?}");
         // Nothing the client or the log saw holds a secret.
         for e in self.rec.events() {
             let text = String::from_utf8_lossy(&e.payload);
@@ -436,8 +452,9 @@ impl Stripe {
             return Ok(serde_json::from_str(ok).unwrap_or_else(|e| panic!("reply {ok}: {e}")));
         }
         match out.strip_prefix("err:remote:") {
-            Some(text) => Err(serde_json::from_str(text)
-                .unwrap_or_else(|e| panic!("error JSON {text}: {e}"))),
+            Some(text) => {
+                Err(serde_json::from_str(text).unwrap_or_else(|e| panic!("error JSON {text}: {e}")))
+            }
             None => Err(Value::String(out)),
         }
     }
@@ -468,7 +485,10 @@ async fn stripe_python_webhook_vectors_are_accepted_and_refused_as_stripe_python
             accepted.push(payload.to_owned());
         } else {
             assert_eq!(status, 400, "{name}: {reply}");
-            assert_eq!(reply["error"], python, "{name}: python says {python}: {reply}");
+            assert_eq!(
+                reply["error"], python,
+                "{name}: python says {python}: {reply}"
+            );
         }
     }
     // Python agrees on the cases that matter, secret by secret: rotation
@@ -477,12 +497,18 @@ async fn stripe_python_webhook_vectors_are_accepted_and_refused_as_stripe_python
         let case = cases.iter().find(|c| c["name"] == name).unwrap();
         case["per_secret"].clone()
     };
-    assert_eq!(verdict("valid, first secret"), json!(["ok", "bad-signature"]));
+    assert_eq!(
+        verdict("valid, first secret"),
+        json!(["ok", "bad-signature"])
+    );
     assert_eq!(
         verdict("rotated: the second secret signs"),
         json!(["bad-signature", "ok"])
     );
-    assert_eq!(verdict("expired timestamp"), json!(["expired", "bad-signature"]));
+    assert_eq!(
+        verdict("expired timestamp"),
+        json!(["expired", "bad-signature"])
+    );
     assert_eq!(verdict("no v1 (scheme v0)")[0], "bad-signature");
     assert_eq!(verdict("malformed header")[0], "malformed");
     assert_eq!(accepted.len(), 3, "{accepted:?}");
@@ -490,10 +516,16 @@ async fn stripe_python_webhook_vectors_are_accepted_and_refused_as_stripe_python
     // the refused ones published nothing (a last event from the same
     // publisher arrives after anything published before it).
     let marker = r#"{"id":"evt_marker","object":"event","type":"payment_intent.succeeded"}"#;
-    let signed = python(json!({"secrets": [OLD, NEW], "now": now(), "sign": [[marker, NEW, now()]]}));
-    let (status, _) = stripe.post(signed["signed"][0].as_str().unwrap(), marker).await;
+    let signed =
+        python(json!({"secrets": [OLD, NEW], "now": now(), "sign": [[marker, NEW, now()]]}));
+    let (status, _) = stripe
+        .post(signed["signed"][0].as_str().unwrap(), marker)
+        .await;
     assert_eq!(status, 200);
-    stripe.rec.wait_kind("stripe.payment_intent.succeeded", 1).await;
+    stripe
+        .rec
+        .wait_kind("stripe.payment_intent.succeeded", 1)
+        .await;
     assert_eq!(
         events(&stripe.rec, "stripe.checkout.session.completed"),
         accepted
@@ -507,7 +539,8 @@ async fn a_signed_webhook_is_one_event_a_redelivery_a_duplicate_and_a_bad_signat
     let stripe = Stripe::start().await;
     let t = now();
     let paid = r#"{"id":"evt_1Paid","object":"event","type":"checkout.session.completed","data":{"object":{"id":"cs_test_1","metadata":{"order":"42"}}}}"#;
-    let forged = r#"{"id":"evt_2Forged","object":"event","type":"checkout.session.completed","data":{}}"#;
+    let forged =
+        r#"{"id":"evt_2Forged","object":"event","type":"checkout.session.completed","data":{}}"#;
     let marker = r#"{"id":"evt_3Marker","object":"event","type":"customer.created","data":{}}"#;
     let signed = python(json!({
         "secrets": [OLD, NEW], "now": t,
@@ -521,14 +554,29 @@ async fn a_signed_webhook_is_one_event_a_redelivery_a_duplicate_and_a_bad_signat
     // Stripe's retry of the same event, signed again later (and here with
     // the rotated secret): answered 200 so Stripe stops, not published.
     let (status, again) = stripe.post(&header(1), paid).await;
-    assert_eq!((status, &again["result"]), (200, &json!("duplicate")), "{again}");
+    assert_eq!(
+        (status, &again["result"]),
+        (200, &json!("duplicate")),
+        "{again}"
+    );
     let (status, bad) = stripe.post(&header(2), forged).await;
-    assert_eq!((status, &bad["error"]), (400, &json!("bad-signature")), "{bad}");
+    assert_eq!(
+        (status, &bad["error"]),
+        (400, &json!("bad-signature")),
+        "{bad}"
+    );
     let (status, missing) = stripe.post("", forged).await;
-    assert_eq!((status, &missing["error"]), (400, &json!("malformed")), "{missing}");
+    assert_eq!(
+        (status, &missing["error"]),
+        (400, &json!("malformed")),
+        "{missing}"
+    );
     let (status, _) = stripe.post(&header(3), marker).await;
     assert_eq!(status, 200);
-    assert_eq!(stripe.rec.wait_kind("stripe.customer.created", 1).await, [marker]);
+    assert_eq!(
+        stripe.rec.wait_kind("stripe.customer.created", 1).await,
+        [marker]
+    );
     assert_eq!(
         events(&stripe.rec, "stripe.checkout.session.completed"),
         [paid]
@@ -571,7 +619,10 @@ async fn form_bodies_match_stripe_pythons_encoder_byte_for_byte() {
             .unwrap_or_else(|e| panic!("{p}: {e}"));
         assert_eq!(reply["path"], "/v1/customers");
         let call = stripe.api.last();
-        assert_eq!((call.method.as_str(), call.target.as_str()), ("POST", "/v1/customers"));
+        assert_eq!(
+            (call.method.as_str(), call.target.as_str()),
+            ("POST", "/v1/customers")
+        );
         assert_eq!(
             call.header("content-type"),
             Some("application/x-www-form-urlencoded")
@@ -596,7 +647,10 @@ async fn form_bodies_match_stripe_pythons_encoder_byte_for_byte() {
     let python = self::python(json!({"secrets": [OLD, NEW], "now": now(), "encode": [flags]}));
     assert_eq!(python["encoded"][0], "flags[0]=True&flags[1]=False");
     stripe
-        .ask("stripe.customers.create", &serde_json::from_str(flags).unwrap())
+        .ask(
+            "stripe.customers.create",
+            &serde_json::from_str(flags).unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(stripe.api.last().body(), "flags[0]=true&flags[1]=false");
@@ -632,13 +686,26 @@ async fn api_calls_carry_the_key_and_an_idempotency_key_and_the_client_never_see
     let mut keys = Vec::new();
     for _ in 0..2 {
         stripe
-            .ask("stripe.refunds.create", &json!({"payment_intent": "pi_1", "amount": 500}))
+            .ask(
+                "stripe.refunds.create",
+                &json!({"payment_intent": "pi_1", "amount": 500}),
+            )
             .await
             .unwrap();
         let call = stripe.api.last();
-        assert_eq!((call.method.as_str(), call.target.as_str()), ("POST", "/v1/refunds"));
-        assert_eq!(call.header("stripe-version"), Some("2024-06-20"), "the setting");
-        let key = call.header("idempotency-key").expect("an Idempotency-Key").to_owned();
+        assert_eq!(
+            (call.method.as_str(), call.target.as_str()),
+            ("POST", "/v1/refunds")
+        );
+        assert_eq!(
+            call.header("stripe-version"),
+            Some("2024-06-20"),
+            "the setting"
+        );
+        let key = call
+            .header("idempotency-key")
+            .expect("an Idempotency-Key")
+            .to_owned();
         assert!(
             key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()),
             "{key}"
@@ -648,9 +715,21 @@ async fn api_calls_carry_the_key_and_an_idempotency_key_and_the_client_never_see
     assert_ne!(keys[0], keys[1], "a new key per call");
 
     for (kind, id, path) in [
-        ("stripe.customers.retrieve", "cus_123", "/v1/customers/cus_123"),
-        ("stripe.payment_intents.retrieve", "pi_3MtwBw", "/v1/payment_intents/pi_3MtwBw"),
-        ("stripe.refunds.retrieve", "re_1Nisp", "/v1/refunds/re_1Nisp"),
+        (
+            "stripe.customers.retrieve",
+            "cus_123",
+            "/v1/customers/cus_123",
+        ),
+        (
+            "stripe.payment_intents.retrieve",
+            "pi_3MtwBw",
+            "/v1/payment_intents/pi_3MtwBw",
+        ),
+        (
+            "stripe.refunds.retrieve",
+            "re_1Nisp",
+            "/v1/refunds/re_1Nisp",
+        ),
     ] {
         let reply = stripe.ask(kind, &json!({"id": id})).await.unwrap();
         assert_eq!(reply["method"], "GET");
@@ -661,7 +740,10 @@ async fn api_calls_carry_the_key_and_an_idempotency_key_and_the_client_never_see
         assert!(call.body.is_empty());
     }
     stripe
-        .ask("stripe.customers.create", &json!({"email": "a@example.com"}))
+        .ask(
+            "stripe.customers.create",
+            &json!({"email": "a@example.com"}),
+        )
         .await
         .unwrap();
     assert_eq!(stripe.api.last().body(), "email=a%40example.com");
@@ -669,7 +751,10 @@ async fn api_calls_carry_the_key_and_an_idempotency_key_and_the_client_never_see
     // Refused before any request: a path-escaping id, an unknown call.
     let sent = stripe.api.calls().len();
     for (kind, payload) in [
-        ("stripe.customers.retrieve", json!({"id": "../../v1/charges"})),
+        (
+            "stripe.customers.retrieve",
+            json!({"id": "../../v1/charges"}),
+        ),
         ("stripe.customers.retrieve", json!({})),
         ("stripe.customers.delete", json!({"id": "cus_1"})),
         ("stripe.customers.create", json!({"idempotency_key": 7})),
@@ -690,17 +775,35 @@ async fn api_calls_carry_the_key_and_an_idempotency_key_and_the_client_never_see
 async fn stripe_errors_come_back_typed_and_scrubbed_of_the_key() {
     let stripe = Stripe::start().await;
     for (status, error, kind, code) in [
-        (400, "invalid-request", "invalid_request_error", Some("parameter_unknown")),
+        (
+            400,
+            "invalid-request",
+            "invalid_request_error",
+            Some("parameter_unknown"),
+        ),
         (401, "authentication", "invalid_request_error", None),
         (402, "card-error", "card_error", Some("card_declined")),
         (403, "permission", "invalid_request_error", None),
-        (404, "not-found", "invalid_request_error", Some("resource_missing")),
+        (
+            404,
+            "not-found",
+            "invalid_request_error",
+            Some("resource_missing"),
+        ),
         (409, "idempotency", "idempotency_error", None),
-        (429, "rate-limited", "invalid_request_error", Some("rate_limit")),
+        (
+            429,
+            "rate-limited",
+            "invalid_request_error",
+            Some("rate_limit"),
+        ),
         (500, "api-error", "api_error", None),
     ] {
         let err = stripe
-            .ask("stripe.customers.retrieve", &json!({"id": format!("cus_e{status}")}))
+            .ask(
+                "stripe.customers.retrieve",
+                &json!({"id": format!("cus_e{status}")}),
+            )
             .await
             .unwrap_err();
         assert_eq!(err["error"], error, "{status}: {err}");
@@ -708,7 +811,10 @@ async fn stripe_errors_come_back_typed_and_scrubbed_of_the_key() {
         assert_eq!(err["type"], kind, "{err}");
         assert_eq!(err["code"].as_str(), code, "{err}");
         assert_eq!(err["request_id"], "req_test_1", "{err}");
-        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{err}");
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{err}"
+        );
         if status == 402 {
             assert_eq!(err["decline_code"], "insufficient_funds", "{err}");
             assert_eq!(err["param"], "payment_method", "{err}");
@@ -716,8 +822,7 @@ async fn stripe_errors_come_back_typed_and_scrubbed_of_the_key() {
         if status == 401 {
             // The server echoed the whole key; the requester gets it scrubbed.
             assert_eq!(
-                err["message"],
-                "Invalid API Key provided: [redacted]",
+                err["message"], "Invalid API Key provided: [redacted]",
                 "{err}"
             );
         }
@@ -733,4 +838,38 @@ async fn stripe_errors_come_back_typed_and_scrubbed_of_the_key() {
         "{err}"
     );
     stripe.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kv_the_dedup_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("kv.redb");
+    let t = now();
+    let paid = r#"{"id":"evt_kv_1","object":"event","type":"invoice.paid","data":{}}"#;
+    let marker = r#"{"id":"evt_kv_2","object":"event","type":"invoice.created","data":{}}"#;
+    let signed = python(json!({
+        "secrets": [OLD, NEW], "now": t,
+        "sign": [[paid, OLD, t], [paid, OLD, t + 1], [marker, OLD, t]],
+    }));
+    let header = |i: usize| signed["signed"][i].as_str().unwrap().to_owned();
+
+    let first = Stripe::start_with(Some(&store)).await;
+    let (status, reply) = first.post(&header(0), paid).await;
+    assert_eq!((status, &reply["result"]), (200, &json!("ok")), "{reply}");
+    assert_eq!(first.rec.wait_kind("stripe.invoice.paid", 1).await, [paid]);
+    first.stop().await;
+
+    // A new runtime (fresh memory) on the same store: still a duplicate.
+    let second = Stripe::start_with(Some(&store)).await;
+    let (status, reply) = second.post(&header(1), paid).await;
+    assert_eq!(
+        (status, &reply["result"]),
+        (200, &json!("duplicate")),
+        "{reply}"
+    );
+    let (status, _) = second.post(&header(2), marker).await;
+    assert_eq!(status, 200);
+    second.rec.wait_kind("stripe.invoice.created", 1).await;
+    assert!(second.rec.payloads("stripe.invoice.paid").is_empty());
+    second.stop().await;
 }

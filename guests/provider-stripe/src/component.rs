@@ -23,6 +23,7 @@ use wasi::http::types::{
     ResponseOutparam, Scheme,
 };
 use wasi::io::streams::{InputStream, StreamError};
+use wasi::keyvalue::store;
 
 use crate::seen::{CAPACITY, Seen};
 use crate::{MAX_BODY, MAX_RESPONSE, form, signature};
@@ -43,6 +44,10 @@ struct Provider {
     api_version: Option<String>,
     tolerance: i64,
     seen: Seen,
+    /// The agent's own key-value bucket, for dedup across restarts: `None`
+    /// until first used, then `Some(None)` when the agent has no `kv` grant
+    /// (or the store cannot be opened).
+    durable: Option<Option<store::Bucket>>,
 }
 
 thread_local! {
@@ -178,6 +183,7 @@ impl Provider {
             api_version,
             tolerance,
             seen: Seen::new(CAPACITY),
+            durable: None,
         })
     }
 
@@ -223,17 +229,33 @@ impl Provider {
                     })
             })
             .ok_or_else(|| Failure::new("malformed", "the event has no valid `type`"))?;
-        if self.seen.contains(id) {
+        let durable_key = format!("stripe/event/{id}");
+        let stored = self
+            .bucket()
+            .is_some_and(|b| b.exists(&durable_key).unwrap_or(false));
+        if stored || self.seen.contains(id) {
             return Ok(json!({"result": "duplicate", "id": id})
                 .to_string()
                 .into_bytes());
         }
         let kind = format!("stripe.{kind}");
         publish(&kind, body).map_err(|e| Failure::new("publish", format!("{kind}: {e:?}")))?;
+        if let Some(b) = self.bucket() {
+            // Best effort: a failed write still leaves the id in memory.
+            let _ = b.set(&durable_key, b"1");
+        }
         self.seen.insert(id);
         Ok(json!({"result": "ok", "id": id, "kind": kind})
             .to_string()
             .into_bytes())
+    }
+
+    /// The agent's own bucket, opened on first use; `None` without the `kv`
+    /// grant.
+    fn bucket(&mut self) -> Option<&store::Bucket> {
+        self.durable
+            .get_or_insert_with(|| store::open("").ok())
+            .as_ref()
     }
 
     /// `stripe.<resource>.<op>`: one API call.

@@ -23,6 +23,7 @@
 //! | `api_base` | `http(s)://host[:port]`, default `https://api.stripe.com`; put it in `allowed_hosts` too |
 //! | `api_version` | sent as `Stripe-Version` on every API call unless the request names one |
 //! | `tolerance_s` | how old (or how far in the future) a signed timestamp may be, 1..=86400, default 300 |
+//! | `kv = true` | (the grant, not a setting) remember published event ids in the agent's bucket too |
 //!
 //! At least one of `secret_key` and `webhook_secret` is required.
 //!
@@ -32,7 +33,9 @@
 //! Stripe-Signature header>"}`, `\n`, then the raw body bytes exactly as
 //! received. The signature is checked first (see [`signature`]); then the
 //! body must be a JSON object with a string `id` and `type`; an event id seen
-//! before (the last [`seen::CAPACITY`] are kept) is answered
+//! before (the last [`seen::CAPACITY`] are kept in memory, and, when the
+//! agent is granted `kv = true`, every one in its own bucket as
+//! `stripe/event/<id>`, so the dedup survives restarts) is answered
 //! `{"result":"duplicate","id"}` and not published again; a new one is
 //! published as `stripe.<type>` with the body bytes unchanged and answered
 //! `{"result":"ok","id","kind"}`. Errors (as `remote(text)`, the text a JSON
