@@ -27,6 +27,7 @@ use crate::host::instance::{self, Budget};
 use crate::host::limits::store_limits;
 use crate::host::state::{HostState, LogBudget};
 use crate::publisher::AgentPublisher;
+use crate::rpc::AgentRpc;
 use crate::worker::{AgentCounters, ModuleCell};
 
 /// One route's agent.
@@ -39,6 +40,8 @@ pub(crate) struct Target {
     pub(crate) limits: Limits,
     pub(crate) budget: Budget,
     pub(crate) counters: Arc<AgentCounters>,
+    /// Its `request` grant (a routed agent may ask the servers).
+    pub(crate) rpc: Arc<AgentRpc>,
 }
 
 /// The [`Handler`] the listener calls: route index → [`Target`].
@@ -66,7 +69,7 @@ impl Handler for Routes {
         };
         let method = call.request.method().to_string();
         let path = bounded(call.request.uri().path(), MAX_ERROR).into_owned();
-        let state = HostState::new(
+        let mut state = HostState::new(
             t.publisher.clone(),
             store_limits(&t.limits),
             t.limits.stdout_bytes,
@@ -74,6 +77,7 @@ impl Handler for Routes {
             t.counters.output.clone(),
         )
         .with_caps(t.caps.clone());
+        state.rpc = Some(t.rpc.clone());
         t.counters.starts.fetch_add(1, Ordering::Relaxed);
         match instance::serve_http(&self.engine, proxy, state, t.budget, call) {
             Ok(()) => {
