@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use exports::toka::runtime::handler::Guest as Handler;
 use exports::toka::runtime::responder::{Guest as Responder, Incoming};
 use exports::wasi::http::incoming_handler::Guest as HttpHandler;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use toka::runtime::bus::publish;
 use toka::runtime::request::{RequestError, request};
 use toka::runtime::types::Event;
@@ -25,6 +25,7 @@ use wasi::http::types::{
 use wasi::io::streams::{InputStream, StreamError};
 use wasi::keyvalue::store;
 
+use crate::form::Param;
 use crate::seen::{CAPACITY, Seen};
 use crate::{MAX_BODY, MAX_RESPONSE, form, signature};
 
@@ -272,23 +273,41 @@ impl Provider {
                 format!("unknown call `{resource}.{op}`"),
             ));
         }
-        let mut params: Map<String, Value> = if payload.iter().all(u8::is_ascii_whitespace) {
-            Map::new()
+        let mut params: Vec<(String, Param)> = if payload.iter().all(u8::is_ascii_whitespace) {
+            Vec::new()
         } else {
-            serde_json::from_slice(payload)
-                .map_err(|e| Failure::api("invalid", 0, format!("the payload: {e}")))?
-        };
-        let text =
-            |params: &mut Map<String, Value>, name: &str| -> Result<Option<String>, Failure> {
-                match params.shift_remove(name) {
-                    None | Some(Value::Null) => Ok(None),
-                    Some(Value::String(s)) if header_safe(&s) => Ok(Some(s)),
-                    Some(_) => Err(Failure::api(
+            match serde_json::from_slice(payload) {
+                Ok(Param::Object(entries)) => entries,
+                Ok(_) => {
+                    return Err(Failure::api(
                         "invalid",
                         0,
-                        format!("`{name}` must be a string of 1..=255 visible ASCII characters"),
-                    )),
+                        "the payload must be a JSON object",
+                    ));
                 }
+                Err(e) => return Err(Failure::api("invalid", 0, format!("the payload: {e}"))),
+            }
+        };
+        // A reserved key is taken out of the parameters (every copy of it).
+        let text =
+            |params: &mut Vec<(String, Param)>, name: &str| -> Result<Option<String>, Failure> {
+                let mut found = None;
+                for (_, value) in params.extract_if(.., |(k, _)| k == name) {
+                    found = match value {
+                        Param::Null => None,
+                        Param::String(s) if header_safe(&s) => Some(s),
+                        _ => {
+                            return Err(Failure::api(
+                                "invalid",
+                                0,
+                                format!(
+                                    "`{name}` must be a string of 1..=255 visible ASCII characters"
+                                ),
+                            ));
+                        }
+                    };
+                }
+                Ok(found)
             };
         let id = text(&mut params, "id")?;
         let idempotency_key = text(&mut params, "idempotency_key")?;
