@@ -416,6 +416,7 @@ async fn provider_stripe() {
         subscribe = ["app.cmd"]
         publish = ["probe.result"]
         request = ["stripe.>"]
+        timeout_ms = 20000
         "#,
     ))
     .unwrap();

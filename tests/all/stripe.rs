@@ -321,12 +321,14 @@ fn toml(api_port: u16, kv: Option<&std::path::Path>) -> String {
         webhook_secret = "{OLD}, {NEW}"
         api_base = "http://127.0.0.1:{api_port}"
         api_version = "2024-06-20"
+        timeout_ms = 10000
         {grant}
 
         [[agents]]
         name = "stripe-webhook"
         module = "provider_stripe.wasm"
         request = ["stripe.webhook"]
+        timeout_ms = 20000
 
         [[agents]]
         name = "app"
@@ -334,6 +336,7 @@ fn toml(api_port: u16, kv: Option<&std::path::Path>) -> String {
         subscribe = ["app.cmd"]
         publish = ["probe.result", "probe.init"]
         request = ["stripe.>"]
+        timeout_ms = 20000
         "#
     )
 }
