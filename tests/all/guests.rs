@@ -409,6 +409,7 @@ async fn provider_stripe() {
         publish = ["stripe.>"]
         secret_key = "sk_test_guests"
         webhook_secret = "whsec_guests"
+        timeout_ms = 10000
 
         [[agents]]
         name = "app"
@@ -436,16 +437,20 @@ async fn provider_stripe() {
     rt.run_until(async {}).await.unwrap();
     let out = rec.payloads("probe.result");
     assert_eq!(out.len(), 2, "{out:?}");
-    let api: serde_json::Value =
-        serde_json::from_str(out[0].strip_prefix("err:remote:").expect(&out[0])).unwrap();
+    let json = |text: &str| -> serde_json::Value {
+        let error = text
+            .strip_prefix("err:remote:")
+            .unwrap_or_else(|| panic!("{out:?}"));
+        serde_json::from_str(error).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    };
+    let api = json(&out[0]);
     assert_eq!(
         (&api["error"], &api["code"]),
         (&"unreachable".into(), &"HttpRequestDenied".into()),
         "{api}"
     );
     assert!(!out[0].contains("sk_test_guests"), "{out:?}");
-    let hook: serde_json::Value =
-        serde_json::from_str(out[1].strip_prefix("err:remote:").expect(&out[1])).unwrap();
+    let hook = json(&out[1]);
     assert_eq!(hook["error"], "bad-signature", "{hook}");
     assert!(rec.payloads("stripe.x.y").is_empty());
 }
