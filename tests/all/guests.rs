@@ -492,4 +492,63 @@ async fn scheduler() {
     assert_eq!(failed["attempts"], 1, "{failed}");
     assert_eq!(failed["error"], "no-responders", "{failed}");
     assert_eq!(failed["key"], "index/latest.json", "{failed}");
+async fn provider_stripe() {
+    // The service agent alone, without `allowed_hosts`: an API call is
+    // refused by the guard (typed `unreachable`), and a webhook with a bad
+    // signature is typed `bad-signature` (the `stripe` tests run it with
+    // stripe-python's vectors, the route and a stand-in API).
+    logs();
+    let mut rt = Runtime::new(config(
+        r#"
+        [[agents]]
+        name = "stripe"
+        module = "provider_stripe.wasm"
+        serve = ["stripe.>"]
+        publish = ["stripe.>"]
+        secret_key = "sk_test_guests"
+        webhook_secret = "whsec_guests"
+        timeout_ms = 10000
+
+        [[agents]]
+        name = "app"
+        module = "probe.wasm"
+        subscribe = ["app.cmd"]
+        publish = ["probe.result"]
+        request = ["stripe.>"]
+        timeout_ms = 20000
+        "#,
+    ))
+    .unwrap();
+    let rec = Recorder::new(&["probe.result", "stripe.>"]);
+    rt.register("recorder", rec.clone()).unwrap();
+    let cx = rt.injector("test");
+    cx.publish(
+        "app.cmd",
+        r#"request stripe.customers.create {"email":"a@b.c"}"#,
+    )
+    .unwrap();
+    cx.publish(
+        "app.cmd",
+        "request stripe.webhook {\"signature\":\"t=1,v1=00\"}\n{\"id\":\"evt_1\",\"type\":\"x.y\"}",
+    )
+    .unwrap();
+    rt.run_until(async {}).await.unwrap();
+    let out = rec.payloads("probe.result");
+    assert_eq!(out.len(), 2, "{out:?}");
+    let json = |text: &str| -> serde_json::Value {
+        let error = text
+            .strip_prefix("err:remote:")
+            .unwrap_or_else(|| panic!("{out:?}"));
+        serde_json::from_str(error).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    };
+    let api = json(&out[0]);
+    assert_eq!(
+        (&api["error"], &api["code"]),
+        (&"unreachable".into(), &"HttpRequestDenied".into()),
+        "{api}"
+    );
+    assert!(!out[0].contains("sk_test_guests"), "{out:?}");
+    let hook = json(&out[1]);
+    assert_eq!(hook["error"], "bad-signature", "{hook}");
+    assert!(rec.payloads("stripe.x.y").is_empty());
 }

@@ -30,7 +30,9 @@
 //! - `seed_agents`: `IndexerAgent` over a granted directory (everything,
 //!   then only changes) and `SchedulerAgent` storing the index through the
 //!   S3 driver against moto, retrying with backoff;
-//! - `seam`: what the capability list derives reaches `inspect` and `check`.
+//! - `seam`: what the capability list derives reaches `inspect` and `check`;
+//! - `stripe`: the Stripe provider guest against stripe-python's webhook
+//!   vectors and form encoder, and a loopback stand-in for Stripe's API.
 
 mod bus;
 mod cache;
@@ -53,3 +55,4 @@ mod s3;
 mod seam;
 mod seed_agents;
 mod services;
+mod stripe;

@@ -27,6 +27,7 @@ use crate::host::instance::{self, Budget};
 use crate::host::limits::store_limits;
 use crate::host::state::{HostState, LogBudget};
 use crate::publisher::AgentPublisher;
+use crate::rpc::AgentRpc;
 use crate::worker::{AgentCounters, ModuleCell};
 
 /// One route's agent.
@@ -41,6 +42,8 @@ pub(crate) struct Target {
     pub(crate) limits: Limits,
     pub(crate) budget: Budget,
     pub(crate) counters: Arc<AgentCounters>,
+    /// Its `request` grant (a routed agent may ask the servers).
+    pub(crate) rpc: Arc<AgentRpc>,
 }
 
 /// The [`Handler`] the listener calls: route index → [`Target`].
@@ -76,13 +79,14 @@ impl Handler for Routes {
             t.counters.output.clone(),
         )
         .with_caps(t.caps.clone());
-        let state = match state.with_dirs(&t.dirs) {
+        let mut state = match state.with_dirs(&t.dirs) {
             Ok(state) => state,
             Err(e) => {
                 tracing::error!(agent = %t.name, error = %e, "http handler could not start; answered 503");
                 return Err(Refused::Unavailable(e));
             }
         };
+        state.rpc = Some(t.rpc.clone());
         t.counters.starts.fetch_add(1, Ordering::Relaxed);
         match instance::serve_http(&self.engine, proxy, state, t.budget, call) {
             Ok(()) => {

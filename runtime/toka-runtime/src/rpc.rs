@@ -186,7 +186,10 @@ impl Router {
 
 /// One agent's side of request/reply: its grant and the router.
 pub struct AgentRpc {
-    index: usize,
+    /// The agent's worker index; `None` for a routed agent (served per
+    /// HTTP request, not a worker: it serves nothing, so no chain of
+    /// requests can wait on it, and it needs no loop mark).
+    index: Option<usize>,
     name: Arc<str>,
     grant: PatternSet,
     max_payload: u64,
@@ -213,7 +216,7 @@ impl Drop for Waiting<'_> {
 
 impl AgentRpc {
     pub(crate) fn new(
-        index: usize,
+        index: Option<usize>,
         name: Arc<str>,
         grant: PatternSet,
         max_payload: u64,
@@ -294,12 +297,11 @@ impl AgentRpc {
             return Err(RequestError::NoResponders);
         }
         // Never oneself: with no other server, a self-request is a loop.
-        let candidates: Vec<usize> = candidates.filter(|i| *i != self.index).collect();
+        let candidates: Vec<usize> = candidates.filter(|i| Some(*i) != self.index).collect();
         if candidates.is_empty() {
             return Err(RequestError::Loop);
         }
-        let me = &cx.agents[self.index].server;
-        let _waiting = Waiting(&me.waiting_on);
+        let _waiting = self.index.map(|i| Waiting(&cx.agents[i].server.waiting_on));
         let start = self.router.next.fetch_add(1, Ordering::Relaxed);
         let n = candidates.len();
         let request = Incoming {
@@ -363,11 +365,15 @@ impl AgentRpc {
     /// they read the other's (sequentially consistent), so at least one of
     /// them sees the cycle.
     fn waits_on_me(&self, cx: &WorkerContext, server: usize) -> bool {
-        let me = &cx.agents[self.index].server;
+        let Some(index) = self.index else {
+            // A routed agent is never a server: nothing waits on it.
+            return false;
+        };
+        let me = &cx.agents[index].server;
         me.waiting_on.store(server, Ordering::SeqCst);
         let mut at = server;
         for _ in 0..=self.router.cfg.max_depth as usize + 1 {
-            if at == self.index {
+            if at == index {
                 return true;
             }
             match cx.agents[at].server.waiting_on.load(Ordering::SeqCst) {

@@ -279,7 +279,7 @@ impl Runtime {
                     &agent,
                     &modules,
                     &capabilities,
-                    &bus,
+                    (&bus, &router),
                     engine_options.fuel,
                     options.strict,
                     &mut failed,
@@ -358,7 +358,7 @@ impl Runtime {
                 servers.push((index, agent.serve.clone()));
             }
             let rpc = Arc::new(AgentRpc::new(
-                index,
+                Some(index),
                 Arc::from(agent.name.as_str()),
                 agent.request.clone(),
                 agent.limits.max_payload_bytes,
@@ -868,7 +868,7 @@ fn routed_agent(
     agent: &toka_core::AgentConfig,
     modules: &HashMap<PathBuf, Result<Arc<ModuleCell>, ModuleError>>,
     capabilities: &Capabilities,
-    bus: &Bus,
+    (bus, router): (&Bus, &Arc<Router>),
     fuel_metered: bool,
     strict: bool,
     failed: &mut Vec<(String, ModuleError)>,
@@ -923,7 +923,7 @@ fn routed_agent(
         bus.clone(),
     ));
     Ok(Some(crate::inbound::Target {
-        name,
+        name: name.clone(),
         module,
         caps: capabilities.for_agent(agent).map_err(Error::Capability)?,
         dirs: agent.dirs.clone().into(),
@@ -931,5 +931,13 @@ fn routed_agent(
         limits: agent.limits,
         budget: host::Budget::from_limits(&agent.limits, fuel_metered),
         counters: Arc::default(),
+        // Not a worker: no index (see `AgentRpc`), but its `request` grant.
+        rpc: Arc::new(AgentRpc::new(
+            None,
+            name.clone(),
+            agent.request.clone(),
+            agent.limits.max_payload_bytes,
+            router.clone(),
+        )),
     }))
 }
