@@ -492,6 +492,9 @@ async fn scheduler() {
     assert_eq!(failed["attempts"], 1, "{failed}");
     assert_eq!(failed["error"], "no-responders", "{failed}");
     assert_eq!(failed["key"], "index/latest.json", "{failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_stripe() {
     // The service agent alone, without `allowed_hosts`: an API call is
     // refused by the guard (typed `unreachable`), and a webhook with a bad
