@@ -120,10 +120,18 @@ pub(super) fn parse(
         }
         let own = format!("{name}.>");
         if t.get("serve").is_none() {
-            set(&mut t, "serve", Item::strings_at(at, std::slice::from_ref(&own)));
+            set(
+                &mut t,
+                "serve",
+                Item::strings_at(at, std::slice::from_ref(&own)),
+            );
         }
         if origin == Origin::Provider && t.get("publish").is_none() {
-            set(&mut t, "publish", Item::strings_at(at, std::slice::from_ref(&own)));
+            set(
+                &mut t,
+                "publish",
+                Item::strings_at(at, std::slice::from_ref(&own)),
+            );
         }
         if origin == Origin::Provider && name == "stripe" && t.get("api_base").is_none() {
             set(

@@ -163,7 +163,7 @@ macro_rules! define {
                 $field: Option<$ty>,
             )*
             /// Per driver or provider, its settings with secrets read.
-            resolved: std::collections::HashMap<String, Arc<Vec<(String, String)>>>,
+            resolved: Resolved,
         }
 
         impl std::fmt::Debug for Capabilities {
@@ -254,14 +254,14 @@ pub(crate) use registered;
 
 registered!(define);
 
+/// Per driver or provider (by agent name), its settings with secrets read.
+type Resolved = std::collections::HashMap<String, Arc<Vec<(String, String)>>>;
+
 /// The settings of every driver and provider that has `secret:NAME`
 /// values, with each read from the secret store (opened once, shared with
 /// the `secrets` capability through `cx`). A secret that is missing or not
 /// UTF-8 is the operator's error, naming the agent and key, never the value.
-fn resolve_secrets(
-    config: &RuntimeConfig,
-    cx: &mut OpenCx,
-) -> Result<std::collections::HashMap<String, Arc<Vec<(String, String)>>>, CapError> {
+fn resolve_secrets(config: &RuntimeConfig, cx: &mut OpenCx) -> Result<Resolved, CapError> {
     use toka_core::config::{Origin, SECRET_PREFIX};
     let mut resolved = std::collections::HashMap::new();
     for agent in &config.agents {
