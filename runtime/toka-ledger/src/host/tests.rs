@@ -18,7 +18,7 @@ use super::*;
 struct Fixture {
     _dir: tempfile::TempDir,
     ledger: Ledger,
-    ctxs: Vec<(String, Option<LedgerCtx>)>,
+    ctxs: Ctxs,
     wait: WaitState,
 }
 
@@ -56,7 +56,10 @@ name = "nobody"
     .unwrap()
 }
 
-fn open(config: &RuntimeConfig) -> Result<(Ledger, Vec<(String, Option<LedgerCtx>)>), CapError> {
+/// Each agent's name and state (`None`: no grant).
+type Ctxs = Vec<(String, Option<LedgerCtx>)>;
+
+fn open(config: &RuntimeConfig) -> Result<(Ledger, Ctxs), CapError> {
     let grants: Vec<_> = config
         .agents
         .iter()
@@ -255,7 +258,6 @@ fn denied_calls_are_denied_whether_the_account_exists_or_not() {
         err(h.mint("y".into(), "usd".into(), "user/1".into(), amount(1))),
         dbg(wit::LedgerError::AccessDenied)
     );
-    drop(h);
 
     // `shop` reads user/1 only: user/2 reads as denied whether it exists
     // (after a mint) or not, exactly as an account that never existed.
@@ -271,7 +273,6 @@ fn denied_calls_are_denied_whether_the_account_exists_or_not() {
         10
     );
     let missing = err(shop.get_account("credits".into(), "user/9".into()));
-    drop(shop);
     let mut table = ResourceTable::new();
     f.host("billing", &mut table)
         .mint("m2".into(), "credits".into(), "user/2".into(), amount(1))
@@ -308,7 +309,6 @@ fn denied_calls_are_denied_whether_the_account_exists_or_not() {
     );
     // Another agent's key is not its own: the lookup finds nothing.
     assert!(shop.lookup("m".into()).unwrap().unwrap().is_none());
-    drop(shop);
 
     // No grant at all: every call, read or write.
     let mut table = ResourceTable::new();
@@ -346,7 +346,6 @@ fn a_write_past_the_calls_deadline_faults_and_writes_nothing() {
         .expect_err("a spent deadline refuses to wait");
     assert!(e.downcast_ref::<WaitDeadline>().is_some(), "{e:#}");
     assert!(e.to_string().contains("toka:runtime/ledger.mint"), "{e}");
-    drop(h);
     assert_eq!(f.ledger.backend().lookup("7:billing/m").unwrap(), None);
 }
 
