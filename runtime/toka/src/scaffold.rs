@@ -21,6 +21,7 @@ const VAULT_WIT: &str = include_str!("../../../wit/vault.wit");
 const AUTH_WIT: &str = include_str!("../../../wit/auth.wit");
 const REQUEST_WIT: &str = include_str!("../../../wit/request.wit");
 const KV_WIT: &str = include_str!("../../../wit/kv.wit");
+const LEDGER_WIT: &str = include_str!("../../../wit/ledger.wit");
 /// `wasi:keyvalue@0.2.0-draft`, vendored beside the Toka package.
 const KEYVALUE_WIT: [(&str, &str); 5] = [
     (
@@ -393,6 +394,7 @@ pub fn new_agent(parent: &Path, name: &str) -> anyhow::Result<PathBuf> {
         ("wit/auth.wit", AUTH_WIT.to_owned()),
         ("wit/request.wit", REQUEST_WIT.to_owned()),
         ("wit/kv.wit", KV_WIT.to_owned()),
+        ("wit/ledger.wit", LEDGER_WIT.to_owned()),
         ("toka.toml", render(TOKA_TOML, vars)),
         ("README.md", render(README_MD, vars)),
         (".gitignore", GITIGNORE.to_owned()),
