@@ -23,8 +23,8 @@ use redb::{
 
 use crate::error::{Error, Result, storage};
 use crate::{
-    Account, Entry, EntryId, HistoryRow, ISSUANCE, Ledger, MAX_AMOUNT, MAX_PAGE, Op, Page, Posting,
-    WideSum, valid_account, valid_asset, valid_key,
+    Account, Entry, EntryId, HistoryRow, ISSUANCE, Ledger, MAX_PAGE, Op, Page, Posting, WideSum,
+    valid_account, valid_asset, valid_key,
 };
 
 const ACCOUNTS: TableDefinition<(&str, &str), (i128, u128)> = TableDefinition::new("accounts");
@@ -307,36 +307,7 @@ impl Embedded {
                 None if delta > 0 || account == ISSUANCE => (0, 0),
                 None => return Err(Error::unknown(asset, account)),
             };
-            let after = balance.checked_add(delta).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{asset}/{account}: balance {balance} + {delta} overflows"
-                ))
-            })?;
-            if account == ISSUANCE && after > 0 {
-                // Only issued units can be retired: an account in
-                // overdraft burns nothing that was ever minted.
-                return Err(Error::Invalid(format!(
-                    "{asset}: burning {delta} when {} is in circulation",
-                    balance.unsigned_abs()
-                )));
-            }
-            if account == ISSUANCE && after.unsigned_abs() > MAX_AMOUNT {
-                // Circulation stays at most MAX_AMOUNT, so `issued` and
-                // every amount a caller sees fit the same range.
-                return Err(Error::Invalid(format!(
-                    "{asset}: minting {} would put more than {MAX_AMOUNT} in circulation",
-                    delta.unsigned_abs()
-                )));
-            }
-            if account != ISSUANCE && after < 0 && after.unsigned_abs() > overdraft {
-                return Err(Error::InsufficientFunds {
-                    asset: asset.to_owned(),
-                    account: account.to_owned(),
-                    balance,
-                    overdraft,
-                    amount: delta.unsigned_abs(),
-                });
-            }
+            let after = crate::check_posting(asset, account, balance, overdraft, delta)?;
             accounts
                 .insert((asset, account), (after, overdraft))
                 .map_err(storage("writing an account"))?;

@@ -442,6 +442,47 @@ fn valid_name(what: &str, name: &str, max: usize, ok: impl Fn(char) -> bool) -> 
     Ok(())
 }
 
+/// One posting's new balance, or why not, as every backend checks it:
+/// overflow, burning more than is issued (only issued units can be retired:
+/// an account in overdraft burns nothing that was ever minted), minting
+/// past [`MAX_AMOUNT`] in circulation (so `issued` and every amount a
+/// caller sees fit one range), or a debit past the overdraft.
+pub(crate) fn check_posting(
+    asset: &str,
+    account: &str,
+    balance: i128,
+    overdraft: u128,
+    delta: i128,
+) -> Result<i128> {
+    let after = balance.checked_add(delta).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{asset}/{account}: balance {balance} + {delta} overflows"
+        ))
+    })?;
+    if account == ISSUANCE && after > 0 {
+        return Err(Error::Invalid(format!(
+            "{asset}: burning {delta} when {} is in circulation",
+            balance.unsigned_abs()
+        )));
+    }
+    if account == ISSUANCE && after.unsigned_abs() > MAX_AMOUNT {
+        return Err(Error::Invalid(format!(
+            "{asset}: minting {} would put more than {MAX_AMOUNT} in circulation",
+            delta.unsigned_abs()
+        )));
+    }
+    if account != ISSUANCE && after < 0 && after.unsigned_abs() > overdraft {
+        return Err(Error::InsufficientFunds {
+            asset: asset.to_owned(),
+            account: account.to_owned(),
+            balance,
+            overdraft,
+            amount: delta.unsigned_abs(),
+        });
+    }
+    Ok(after)
+}
+
 fn valid_amount(amount: u128) -> Result<()> {
     if amount == 0 || amount > MAX_AMOUNT {
         return Err(Error::Invalid(format!(

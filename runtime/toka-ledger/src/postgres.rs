@@ -83,8 +83,8 @@ use postgres::{Client, IsolationLevel, NoTls, Row, Statement, Transaction};
 
 use crate::error::{Error, Result};
 use crate::{
-    Account, Entry, EntryId, HistoryRow, ISSUANCE, Ledger, MAX_AMOUNT, MAX_PAGE, Op, Page, Posting,
-    WideSum, valid_account, valid_asset, valid_key,
+    Account, Entry, EntryId, HistoryRow, ISSUANCE, Ledger, MAX_PAGE, Op, Page, Posting, WideSum,
+    valid_account, valid_asset, valid_key,
 };
 
 /// Most connections one [`Postgres`] opens.
@@ -452,7 +452,7 @@ impl Postgres {
                     None => return Err(Failure::Ledger(Error::unknown(asset, account))),
                 },
             };
-            let after = check_posting(asset, account, balance, overdraft, delta)
+            let after = crate::check_posting(asset, account, balance, overdraft, delta)
                 .map_err(Failure::Ledger)?;
             writes.insert(account, (after, overdraft, exists));
             postings.push(Posting {
@@ -688,45 +688,6 @@ impl Ledger for Postgres {
     fn check(&self) -> Result<Vec<String>> {
         Postgres::check(self)
     }
-}
-
-/// The embedded backend's checks of one posting: the new balance, or why
-/// not (overflow, burning more than issued, minting past [`MAX_AMOUNT`],
-/// overdrawing).
-fn check_posting(
-    asset: &str,
-    account: &str,
-    balance: i128,
-    overdraft: u128,
-    delta: i128,
-) -> Result<i128> {
-    let after = balance.checked_add(delta).ok_or_else(|| {
-        Error::Invalid(format!(
-            "{asset}/{account}: balance {balance} + {delta} overflows"
-        ))
-    })?;
-    if account == ISSUANCE && after > 0 {
-        return Err(Error::Invalid(format!(
-            "{asset}: burning {delta} when {} is in circulation",
-            balance.unsigned_abs()
-        )));
-    }
-    if account == ISSUANCE && after.unsigned_abs() > MAX_AMOUNT {
-        return Err(Error::Invalid(format!(
-            "{asset}: minting {} would put more than {MAX_AMOUNT} in circulation",
-            delta.unsigned_abs()
-        )));
-    }
-    if account != ISSUANCE && after < 0 && after.unsigned_abs() > overdraft {
-        return Err(Error::InsufficientFunds {
-            asset: asset.to_owned(),
-            account: account.to_owned(),
-            balance,
-            overdraft,
-            amount: delta.unsigned_abs(),
-        });
-    }
-    Ok(after)
 }
 
 /// How an attempt failed: the ledger refused (final), or PostgreSQL did
