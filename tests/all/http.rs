@@ -378,6 +378,25 @@ async fn loopback_is_refused_without_the_operators_exception() {
     assert!(srv.heads.lock().is_empty(), "the server saw nothing");
 }
 
+/// `allow_private = ["${S3_ALLOW_PRIVATE:-}"]` with the variable unset (as
+/// `config/portable.toml` writes it) leaves an empty entry: it excepts
+/// nothing, it is not an "allow everything".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_allow_private_entry_excepts_nothing() {
+    let srv = server().await;
+    let p = srv.port;
+    let run = start(
+        "[http]\nallow_private = [\"\", \" \"]\n",
+        &agent("c", &format!("allowed_hosts = [\"http://127.0.0.1:{p}\"]")),
+    );
+    assert_eq!(
+        ask(&run, "c", &format!("get http 127.0.0.1:{p} /hello")).await,
+        "err:DestinationIpProhibited"
+    );
+    run.stop().await;
+    assert!(srv.heads.lock().is_empty(), "the server saw nothing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_error_codes_and_a_healthy_agent_carries_on() {
     let srv = server().await;

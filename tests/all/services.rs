@@ -28,6 +28,11 @@ fn toml(secrets: &str, token: &str) -> String {
     format!(
         r#"
         {secrets}
+        # A loaded 2-core CI machine can take more than the default second
+        # for one request turn; this test is about settings, not deadlines.
+        [limits]
+        timeout_ms = 10000
+
         [providers.probe]
         module = "probe.wasm"
         token = "{token}"

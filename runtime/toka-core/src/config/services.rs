@@ -163,6 +163,7 @@ pub(super) fn parse(
             }
             _ => None,
         };
+        let module_item = t.get("module").expect("set above").clone();
         let agent = parse_agent(
             doc,
             prefix.clone(),
@@ -191,8 +192,9 @@ pub(super) fn parse(
             let hook = format!("{name}-webhook");
             let mut w = Table::default();
             set(&mut w, "name", Item::string_at(at, hook.clone()));
-            let module = agent.module.display().to_string();
-            set(&mut w, "module", Item::string_at(at, module));
+            // The section's own `module` item (given or implied), not the
+            // resolved path: parsing resolves it against `modules_dir` again.
+            set(&mut w, "module", module_item);
             let kind = format!("{name}.webhook");
             set(&mut w, "request", Item::strings_at(at, &[kind]));
             for key in ["timeout_ms", "memory_mb", "max_payload_bytes"] {
@@ -278,6 +280,27 @@ request = ["s3.>"]
 [http]
 listen = "127.0.0.1:0"
 "#;
+
+    /// `config/portable.toml` lives beside `../target/modules`: a relative
+    /// base must not be applied twice to the webhook agent's module.
+    #[test]
+    fn the_webhook_agent_runs_the_providers_module_under_a_relative_base() {
+        let cfg = RuntimeConfig::parse_declared(
+            "modules_dir = \"../mods\"\n[providers.stripe]\nwebhook = \"/hook\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n",
+            Path::new("config/x.toml"),
+            Path::new("config"),
+            &Declared {
+                sections: &["drivers", "providers", "http"],
+                agent_keys: &["allowed_hosts"],
+            },
+            &no_env,
+        )
+        .unwrap();
+        let modules: Vec<&Path> = cfg.agents.iter().map(|a| a.module.as_path()).collect();
+        let expected = Path::new("config/../mods/provider_stripe.wasm");
+        assert_eq!(modules, [expected, expected]);
+    }
 
     #[test]
     fn sections_become_service_agents_with_implied_grants() {

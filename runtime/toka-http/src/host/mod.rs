@@ -319,10 +319,16 @@ impl Capability for Http {
             None => (AddressPolicy::new(), Pins::new()),
             Some(s) => {
                 let shared = |e: ConfigError| CapError::shared(e.to_string());
-                let nets = s
+                // An empty entry is what `["${VAR:-}"]` leaves when VAR is
+                // unset: it allows nothing, so one config file serves both a
+                // local S3 server and AWS.
+                let nets: Vec<String> = s
                     .get_strings("allow_private")
                     .map_err(shared)?
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|n| !n.trim().is_empty())
+                    .collect();
                 let policy = AddressPolicy::parse(&nets)
                     .map_err(|e| shared(s.invalid("allow_private", e.to_string())))?;
                 (policy, parse_pins(&s).map_err(shared)?)
