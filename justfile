@@ -21,6 +21,13 @@ lint:
 guests:
     cd guests && cargo build --release --target wasm32-wasip2
 
+# The seed's config/portable.toml end to end: moto as S3, the indexer and
+# scheduler storing an index, a signed Stripe webhook printed by the Logger
+# (needs `pip install 'moto[server]' boto3 stripe`).
+portable:
+    cargo build --release -p toka
+    python3 tests/portable.py target/release/toka --for 10s
+
 # Untrusted agents beside a healthy pipeline: containment end to end.
 demo-hostile:
     cargo run --release -p toka -- run config/hostile.toml --for 5s

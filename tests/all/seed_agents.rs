@@ -268,6 +268,22 @@ print(obj["ETag"].strip('"'), obj["ContentType"], hashlib.md5(body).hexdigest(),
     let listed: Value = serde_json::from_str(&index[0]).unwrap();
     assert_eq!(listed["count"], 2);
 
+    // A scan that finds nothing new is not stored again (no PUT per tick).
+    run.cx.publish("index.scan", "").unwrap();
+    let unchanged = run.rec.wait_kind("scheduler.job.unchanged", 1).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&unchanged[0]).unwrap(),
+        serde_json::json!({ "key": "index/latest.json", "count": 2 })
+    );
+    assert_eq!(run.rec.payloads("scheduler.job.done").len(), 1);
+    // A changed file is.
+    std::fs::write(content.join("style.css"), "h1 { color: red }").unwrap();
+    run.cx.publish("index.scan", "").unwrap();
+    let done = run.rec.wait_kind("scheduler.job.done", 2).await;
+    let job: Value = serde_json::from_str(&done[1]).unwrap();
+    assert_eq!(job["bytes"], run.rec.payloads("index.done")[2].len());
+    assert!(run.rec.payloads("scheduler.job.unchanged").len() == 1);
+
     let report = run.stop().await;
     assert!(report.agents.iter().all(|a| a.faults == 0), "{report:?}");
     assert_eq!(report.agent("SchedulerAgent").unwrap().errors, 0);

@@ -30,7 +30,11 @@
 //!
 //! The backoff counts ticks instead of sleeping: a guest call is bounded by
 //! `timeout_ms`, and a sleeping instance would hold its worker and miss its
-//! events. Nothing is stored when no new index arrived since the last put.
+//! events. Nothing is stored when no new index arrived since the last put,
+//! nor when the new one lists the same files (paths, sizes and hashes) as
+//! the last one stored: an indexer scanning every second must not become a
+//! billed PUT every second. Such an index is answered with
+//! `scheduler.job.unchanged` `{"key", "count"}` instead.
 //! The waiting index lives in the instance: a restart forgets it until the
 //! indexer's next `index.done` (which a restarted indexer sends in full).
 
@@ -72,6 +76,8 @@ struct State {
     settings: Settings,
     job: Option<Job>,
     ticks: u64,
+    /// The `files` list of the last index stored.
+    stored: Option<Value>,
 }
 
 thread_local! {
@@ -133,7 +139,11 @@ fn tick(state: &mut State) -> Result<(), String> {
                 "driver": settings.driver,
                 "attempts": job.attempts,
             });
+            let body = std::mem::take(&mut job.body);
             state.job = None;
+            state.stored = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|mut v| v.get_mut("files").map(Value::take));
             send("scheduler.job.done", &done)
         }
         Err(error) => {
@@ -191,6 +201,13 @@ fn index_done(state: &mut State, payload: &[u8]) -> Result<(), String> {
         );
         return Ok(());
     }
+    if state.job.is_none() && state.stored.as_ref() == index.get("files") {
+        let count = index.get("files").and_then(Value::as_array).map_or(0, Vec::len);
+        return send(
+            "scheduler.job.unchanged",
+            &json!({ "key": state.settings.key, "count": count }),
+        );
+    }
     state.job = Some(Job {
         body: payload.to_vec(),
         attempts: 0,
@@ -230,6 +247,7 @@ impl Guest for Scheduler {
             settings,
             job: None,
             ticks: 0,
+            stored: None,
         }));
         Ok(())
     }

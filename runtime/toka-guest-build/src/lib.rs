@@ -28,6 +28,17 @@ pub struct Guests {
 const TARGET: &str = "wasm32-wasip2";
 
 fn workspace_root() -> PathBuf {
+    // The calling package's directory, read when the build script runs:
+    // this crate's own path is baked in when *it* is compiled, and a build
+    // directory reused from another checkout would otherwise build (or
+    // skip) that checkout's guests.
+    let caller = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    if let Some(root) = caller.as_deref().and_then(|dir| {
+        dir.ancestors()
+            .find(|a| a.join("guests").join("Cargo.toml").exists() && a.join("wit").is_dir())
+    }) {
+        return root.to_path_buf();
+    }
     // This crate lives at <root>/runtime/toka-guest-build.
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()

@@ -77,6 +77,13 @@ fn init_logging(format: LogFormat, default_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: escape codes in a pipe
+        // or a file are noise (`toka run ... 2>&1 | tail`), and NO_COLOR
+        // (no-color.org: set and not empty) turns them off everywhere.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         // Its report of a failed write is an `eprintln!`, which panics when
         // stderr is a closed pipe (`toka run ... 2>&1 | head`): a log line
         // that cannot be written is dropped instead, and the agents go on.
